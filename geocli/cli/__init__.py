@@ -1,0 +1,1 @@
+"""The command-line layer: parse, validate, call one library function, render the result."""

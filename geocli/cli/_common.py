@@ -1,0 +1,116 @@
+"""Shared pieces of every command group: the app factory, option aliases and the error map.
+
+Every group is built by :func:`make_app`, so ``-h``, ``no_args_is_help`` and the error handling are the
+same everywhere. The root group's :class:`GeolocGroup` turns a :class:`~geocli.errors.GeolocError`
+into one line on stderr and its exit code (1, or 2 for usage errors), Ctrl-C into exit code 130, and
+shows a traceback (without local variables) only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from geocli.errors import GeolocError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class State:
+    """Process-wide CLI switches set by the root callback (``--debug``, ``-q``, ``-v``)."""
+
+    debug = False
+    verbosity = 0  # -1 quiet, 0 normal, 1+ verbose
+
+
+def error_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def report_error(message: str) -> None:
+    error_console().print(f"[bold red]error:[/] {message}", markup=True, emoji=False)
+
+
+class GeolocGroup(TyperGroup):
+    """Root click group that maps domain errors to exit codes instead of tracebacks."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except GeolocError as exc:
+            if State.debug:
+                traceback.print_exc()
+            report_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            error_console().print("interrupted", style="yellow")
+            raise typer.Exit(130) from None
+
+
+def report_unexpected(exc: BaseException) -> int:
+    """A bug, not a user error: one line (full traceback with --debug), exit code 1."""
+    if State.debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    else:
+        report_error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+    return 1
+
+
+def make_app(name: str, help: str, *, root: bool = False, **kwargs) -> typer.Typer:
+    """The one way every command group is created."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        context_settings=CONTEXT_SETTINGS,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        add_completion=root,
+        rich_markup_mode="rich",
+        cls=GeolocGroup if root else TyperGroup,
+        **kwargs,
+    )
+
+
+def console(stderr: bool = False):
+    """A Rich console that respects ``-q`` (quiet output still shows errors)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, quiet=State.verbosity < 0 and not stderr, highlight=False)
+
+
+def complete_model(incomplete: str) -> List[str]:
+    from geocli.registry import complete_model as _complete
+
+    return _complete(incomplete)
+
+
+def complete_preset(ctx: typer.Context, incomplete: str) -> List[str]:
+    from geocli.registry import list_presets
+
+    model = (ctx.params or {}).get("model")
+    if not model:
+        return []
+    return [p for p in list_presets(model) if p.startswith(incomplete)]
+
+
+def resolve_config(model: str, preset: str, config: Optional[Path], sets: Optional[List[str]]):
+    from geocli import config as cfgmod
+    from geocli import registry
+
+    spec = registry.get(model)
+    return spec, cfgmod.resolve(spec.name, preset or spec.default_preset, config, sets or [])
+
+
+def print_config_and_exit(cfg) -> None:
+    from geocli import config as cfgmod
+
+    sys.stdout.write(cfgmod.dump(cfg))
+    raise typer.Exit(0)

@@ -1,0 +1,3 @@
+"""Model backends. Importing this package registers every model (cheaply: no MindSpore import)."""
+
+from geocli.models import toy  # noqa: F401  (hidden smoke-test model used by the runtime tests)

@@ -1,0 +1,107 @@
+"""The model registry: model name -> backend, with capability tags.
+
+A backend package (``geocli/models/<name>/__init__.py``) calls :func:`register` with a
+:class:`ModelSpec`. Registration must not import MindSpore: the spec only names the module that holds
+the backend class, which :func:`load_backend` imports when a command actually needs it. Presets are data
+files, ``geocli/configs/<name>/<preset>.yaml``, discovered here rather than declared twice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Dict, List, Optional, Tuple
+
+from geocli.errors import UsageError
+
+#: Every task a backend may support; a CLI group is named after each one.
+TASKS = ("train", "eval", "export", "match", "retrieve", "demo")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the CLI needs to know about a model without importing it."""
+
+    name: str
+    summary: str
+    tasks: Tuple[str, ...]
+    backend: str  # "package.module:ClassName"
+    paper: str = ""
+    hidden: bool = False  # internal models (tests, smoke checks) stay out of listings and `demo`
+    default_preset: str = "default"
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    def supports(self, task: str) -> bool:
+        return task in self.tasks
+
+    @property
+    def presets(self) -> List[str]:
+        return list_presets(self.name)
+
+
+_REGISTRY: Dict[str, ModelSpec] = {}
+_LOADED = False
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    unknown = set(spec.tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"model {spec.name!r} declares unknown tasks {sorted(unknown)}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    """Import ``geocli.models`` once; its sub-packages register themselves (cheaply)."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        importlib.import_module("geocli.models")
+
+
+def names(task: Optional[str] = None, include_hidden: bool = False) -> List[str]:
+    _ensure_loaded()
+    return sorted(
+        n
+        for n, s in _REGISTRY.items()
+        if (include_hidden or not s.hidden) and (task is None or s.supports(task))
+    )
+
+
+def get(name: str, task: Optional[str] = None) -> ModelSpec:
+    """Look a model up by name; unknown names raise a usage error that lists the valid ones."""
+    _ensure_loaded()
+    spec = _REGISTRY.get(name.lower())
+    if spec is None:
+        valid = names(task)
+        close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"unknown model {name!r}.{hint} Valid models: {', '.join(valid)}.")
+    if task is not None and not spec.supports(task):
+        raise UsageError(
+            f"model {spec.name!r} does not support {task!r}; it supports: {', '.join(spec.tasks)}. "
+            f"Models that support {task!r}: {', '.join(names(task))}."
+        )
+    return spec
+
+
+def load_backend(name: str, task: Optional[str] = None):
+    """Import and instantiate the backend class of a model (this imports MindSpore)."""
+    spec = get(name, task)
+    module_name, _, class_name = spec.backend.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)(spec)
+
+
+def list_presets(model: str) -> List[str]:
+    folder = resources.files("geocli") / "configs" / model
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def complete_model(incomplete: str) -> List[str]:
+    """Shell completion for model arguments: registered names starting with what was typed."""
+    return [n for n in names() if n.startswith(incomplete.lower())]

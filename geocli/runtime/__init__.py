@@ -1,0 +1,1 @@
+"""Runtime: device context, the one training loop, checkpoints and distributed launch."""
