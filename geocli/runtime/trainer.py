@@ -1,0 +1,249 @@
+"""The one training loop every model uses.
+
+A backend describes its run as a :class:`~geocli.runtime.plan.TrainPlan`; :func:`train` owns the rest:
+building optimizers and schedules, the (jitted) step with per-optimizer gradients, gradient averaging
+across ranks, clipping, static loss scaling, logging of every named loss term, checkpoints every N
+steps with keep-max, eval-while-train, epoch hooks, ``--resume`` (full state) and ``--weights``
+(initialisation only).
+
+Gradients: optimizers that minimise the same loss share one backward pass; an optimizer that minimises
+a different named term gets its own ``value_and_grad`` (SDNet's three Adams). Parameters owned by no
+optimizer are frozen (DELF's attention stage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from geocli.errors import CheckpointError, ConfigError
+from geocli.runtime import checkpoint as ckpt
+from geocli.runtime.optim import build_optimizer, make_clipper, make_scaler, optimizer_state
+from geocli.runtime.plan import RunContext, TrainPlan
+from geocli.runtime.runlog import default_logger
+from geocli.runtime.schedules import lr_values
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    last_checkpoint: Optional[Path]
+    step: int
+    losses: Dict[str, float]
+    eval_metrics: Dict[str, float]
+    seconds: float
+    samples_per_second: float
+
+
+def _objective(forward, index: int, scale: float):
+    """The differentiated function of one optimizer group: its (scaled) loss term first, all terms as aux.
+
+    A closure rather than a default argument, which MindSpore's graph compiler does not accept."""
+
+    def objective(*batch):
+        terms = forward(*batch)
+        return terms[index] * scale, terms
+
+    return objective
+
+
+def _applier(optimizer, spec, start: int, end: int, loss_scale: float):
+    """Apply one optimizer to its slice ``[start:end]`` of a stage's gradients (unscaled, clipped)."""
+    scaler = make_scaler(spec.grad_scale / loss_scale)
+    clipper = make_clipper(spec.clip)
+
+    def apply(grads):
+        return optimizer(clipper(scaler(grads[start:end])))
+
+    return apply
+
+
+def _stage(grad_fn, reducer, appliers):
+    """One backward pass and the optimizers that share it; returns all loss terms."""
+
+    def stage(*batch):
+        (_, terms), grads = grad_fn(*batch)
+        if reducer is not None:
+            grads = reducer(grads)
+        for apply in appliers:
+            apply(grads)
+        return terms
+
+    return stage
+
+
+class Trainer:
+    """Holds the compiled step and the optimizers of one plan; :meth:`run` drives the loop."""
+
+    def __init__(self, plan: TrainPlan, ctx: RunContext):
+        self.plan, self.ctx = plan, ctx
+        self.log = default_logger(ctx.log)
+        self.optimizers = [build_optimizer(spec, plan.steps) for spec in plan.optimizers]
+        self.term_index = {"total": 0, **{n: i + 1 for i, n in enumerate(plan.loss_names)}}
+        for spec in plan.optimizers:
+            if spec.loss not in self.term_index:
+                raise ConfigError(f"optimizer {spec.name!r} minimises unknown loss {spec.loss!r}; "
+                                  f"known: {', '.join(self.term_index)}")
+        self._check_disjoint()
+        self.step_fn = self._build_step()
+        self.step = 0
+
+    def _check_disjoint(self) -> None:
+        seen: Dict[int, str] = {}
+        for spec in self.plan.optimizers:
+            for p in spec.params:
+                if id(p) in seen:
+                    raise ConfigError(f"parameter {p.name} is in optimizers {seen[id(p)]!r} and {spec.name!r}")
+                seen[id(p)] = spec.name
+
+    def _build_step(self):
+        import mindspore as ms
+        from mindspore import nn
+
+        plan, ctx = self.plan, self.ctx
+        scale = float(plan.loss_scale)
+        groups: "OrderedDict[str, List[int]]" = OrderedDict()
+        for i, spec in enumerate(plan.optimizers):
+            groups.setdefault(spec.loss, []).append(i)
+
+        stages = []
+        for loss_name, members in groups.items():
+            index = self.term_index[loss_name]
+            params = [p for i in members for p in plan.optimizers[i].params]
+            grad_fn = ms.value_and_grad(_objective(plan.forward, index, scale), None, params, has_aux=True)
+            reducer = nn.DistributedGradReducer(params, mean=True, degree=ctx.group_size) if ctx.distributed else None
+            appliers, start = [], 0
+            for i in members:
+                end = start + len(plan.optimizers[i].params)
+                appliers.append(_applier(self.optimizers[i], plan.optimizers[i], start, end, scale))
+                start = end
+            stages.append(_stage(grad_fn, reducer, appliers))
+
+        def train_step(*batch):
+            terms = None
+            for stage in stages:
+                terms = stage(*batch)
+            return terms
+
+        return ms.jit(train_step) if ctx.mode == "graph" else train_step
+
+    # ---- state -------------------------------------------------------------------------------------
+    def optimizer_state(self) -> List[Any]:
+        return [p for spec, opt in zip(self.plan.optimizers, self.optimizers)
+                for p in optimizer_state(opt, spec.params)]
+
+    def save(self, path: Path, extra_meta: Dict[str, Any]) -> Path:
+        meta = {**self.plan.meta, **extra_meta, "step": self.step}
+        return ckpt.save(path, self.plan.network, self.optimizer_state(), meta)
+
+    def restore(self, path: Path) -> Dict[str, Any]:
+        params, meta = ckpt.load(path)
+        if "step" not in meta:
+            raise CheckpointError(f"{path}: has no training state (not written by geoloc train); "
+                                  "use --weights to initialise from it instead of --resume")
+        net_params, opt_state = ckpt.split_optimizer_state(params)
+        ckpt.load_into(self.plan.network, net_params, path)
+        ckpt.load_optimizer_state(self.optimizer_state(), opt_state, path)
+        self.step = int(meta["step"])
+        return meta
+
+    # ---- loop --------------------------------------------------------------------------------------
+    def run(self, checkpoint_dir: Path, meta: Dict[str, Any], progress=None) -> TrainResult:
+        import mindspore as ms
+
+        plan, ctx, log = self.plan, self.ctx, self.log
+        per_epoch = plan.data.steps_per_epoch()
+        if per_epoch <= 0:
+            raise ConfigError("the training data yields no full batch: lower the batch size or add data")
+        names = ["loss"] + list(plan.loss_names)
+        last_losses: Dict[str, float] = {}
+        eval_metrics: Dict[str, float] = {}
+        last_ckpt: Optional[Path] = None
+        window: List[np.ndarray] = []
+        samples = 0
+        started = time.perf_counter()
+        first_epoch = True
+        try:
+            while self.step < plan.steps:
+                epoch, offset = divmod(self.step, per_epoch)
+                if offset == 0 or first_epoch:
+                    for hook in plan.epoch_hooks:
+                        hook(self, epoch)
+                first_epoch = False
+                for batch in plan.data.epoch(epoch, start=offset):
+                    terms = self.step_fn(*[ms.Tensor(b) for b in batch])
+                    self.step += 1
+                    samples += len(batch[0]) * ctx.group_size
+                    window.append(np.array([float(t.asnumpy()) for t in terms]))
+                    if progress is not None:
+                        progress(self.step, plan.steps, dict(zip(names, window[-1])))
+                    if self.step % max(plan.log_every, 1) == 0 or self.step == plan.steps:
+                        last_losses = dict(zip(names, np.mean(window, axis=0).tolist()))
+                        window = []
+                        log.metrics(self.step, {**last_losses, "epoch": epoch,
+                                                "lr": self._current_lr()})
+                    if plan.checkpoint_every and self.step % plan.checkpoint_every == 0 and ctx.is_main:
+                        last_ckpt = self._checkpoint(checkpoint_dir, meta, epoch)
+                    if plan.evaluate is not None and plan.eval_every and self.step % plan.eval_every == 0:
+                        eval_metrics = plan.evaluate(self)
+                        log.metrics(self.step, eval_metrics, kind="eval")
+                    if self.step >= plan.steps:
+                        break
+        except KeyboardInterrupt:
+            if ctx.is_main and self.step > 0:
+                log.info(f"interrupted at step {self.step}: saving {checkpoint_dir / 'last.ckpt'}")
+                self.save(checkpoint_dir / "last.ckpt", {**meta, "epoch": self.step // per_epoch})
+            raise
+        if ctx.is_main:
+            last_ckpt = self.save(checkpoint_dir / "last.ckpt", {**meta, "epoch": self.step // per_epoch})
+        seconds = time.perf_counter() - started
+        return TrainResult(ctx.run_dir, last_ckpt, self.step, last_losses, eval_metrics, seconds,
+                           samples / seconds if seconds > 0 else 0.0)
+
+    def _checkpoint(self, folder: Path, meta: Dict[str, Any], epoch: int) -> Path:
+        path = self.save(folder / f"step_{self.step:07d}.ckpt", {**meta, "epoch": epoch})
+        self.save(folder / "last.ckpt", {**meta, "epoch": epoch})
+        ckpt.prune(folder, self.plan.keep_checkpoints)
+        return path
+
+    def _current_lr(self) -> float:
+        """Learning rate of the first optimizer at the last step taken (for the log)."""
+        spec = self.plan.optimizers[0]
+        return float(lr_values(spec.lr, spec.schedule, self.plan.steps)[min(max(self.step - 1, 0), self.plan.steps - 1)])
+
+
+def load_weights(network, path: Path, mapper=None) -> List[str]:
+    """``--weights``: initialise the network from a checkpoint (geoloc's or a foreign one via ``mapper``);
+    optimizer state and step are ignored. Returns the names of unused checkpoint entries."""
+    params, _ = ckpt.load(path)
+    net_params, _ = ckpt.split_optimizer_state(params)
+    if mapper is not None:
+        net_params = mapper(net_params)
+    return ckpt.load_into(network, net_params, path, strict=False)
+
+
+def train(plan: TrainPlan, ctx: RunContext, *, resume: Optional[Path] = None, weights: Optional[Path] = None,
+          meta: Optional[Dict[str, Any]] = None, mapper=None, progress=None) -> TrainResult:
+    """Run a plan to its last step; rank 0 writes ``<run_dir>/checkpoints/{step_N,last}.ckpt``."""
+    trainer = Trainer(plan, ctx)
+    log = default_logger(ctx.log)
+    if weights is not None:
+        unused = load_weights(plan.network, weights, mapper)
+        log.info(f"initialised from {weights}" + (f" ({len(unused)} entries unused)" if unused else ""))
+    if resume is not None:
+        restored = trainer.restore(resume)
+        log.info(f"resumed from {resume} at step {trainer.step} (epoch {restored.get('epoch', '?')})")
+    return trainer.run(Path(ctx.run_dir) / "checkpoints", dict(meta or {}), progress=progress)
+
+
+def find_resume(run_dir: Path) -> Optional[Path]:
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
+__all__: Sequence[str] = ("Trainer", "TrainResult", "train", "load_weights", "find_resume")
