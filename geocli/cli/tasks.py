@@ -1,2 +1,232 @@
-"""placeholder"""
-def register(app): pass
+"""``geoloc train / eval / export / retrieve / match MODEL``: one command per task, dispatched through
+the registry to the model's backend. Each command parses, calls one :mod:`geocli.api` function and
+renders its result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from geocli.cli._common import State, console, print_config_and_exit, resolve_config
+from geocli.cli.options import (CheckpointOpt, ConfigOpt, DataOpt, DeviceOpt, ModeOpt, ModelArg, OutputOpt,
+                                OverwriteOpt, PresetOpt, PrintConfigOpt, SeedOpt, SetOpt, ThreadsOpt)
+from geocli.errors import UsageError
+
+CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def metrics_table(title: str, metrics: dict):
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def _progress_printer():
+    """A Rich progress bar for the training loop (rank 0, not under -q)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeRemainingColumn(), console=console(stderr=True), transient=False)
+    state = {}
+
+    def update(step, total, losses):
+        if "task" not in state:
+            progress.start()
+            state["task"] = progress.add_task("", total=total, completed=step - 1)
+        desc = " ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        progress.update(state["task"], completed=step, description=desc)
+        if step >= total:
+            progress.stop()
+
+    return update, progress
+
+
+def train(
+    model: ModelArg,
+    preset: PresetOpt = "default",
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: OutputOpt = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a run: 'auto' (newest run of this "
+                      "model/preset, or --out) or a checkpoint/run folder. Restores optimizer state and step.",
+                                                  show_default=False)] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Initialise the network from a checkpoint "
+                       "(geoloc's or the ModelZoo port's); training starts at step 0.", show_default=False)] = None,
+    device: DeviceOpt = None,
+    mode: ModeOpt = "graph",
+    seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel training launched through "
+                                              "MindSpore's msrun (or --rank-table on Ascend).")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Processes per node with --distributed.")] = 2,
+    nodes: Annotated[int, typer.Option("--nodes", help="Number of nodes (multi-node msrun).")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This node's index (multi-node).")] = 0,
+    master_addr: Annotated[str, typer.Option("--master-addr", help="Address of node 0.")] = "127.0.0.1",
+    master_port: Annotated[Optional[int], typer.Option("--master-port", help="Port of the msrun scheduler "
+                                                       "(default: a free port).", show_default=False)] = None,
+    rank_table: Annotated[Optional[Path], typer.Option("--rank-table", help="HCCL rank table JSON: launch one "
+                          "process per device of this server the Ascend way.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the launch command and exit.")] = False,
+    print_config: PrintConfigOpt = False,
+) -> None:
+    """Train a model; writes runs/<model>-<preset>-<time>/ with config.yaml, logs/ and checkpoints/.
+
+    Examples:
+
+      geoloc train posenet --data data/KingsCollege --preset kingscollege
+
+      geoloc train posenet --data data/KingsCollege --set train.steps=2000 --set optim.lr=1e-4
+
+      geoloc train posenet --data data/KingsCollege --distributed --workers 2
+
+      geoloc train posenet --resume auto
+    """
+    spec, cfg = resolve_config(model, preset, config, set_)
+    if print_config:
+        print_config_and_exit(cfg)
+    if distributed or rank_table is not None or dry_run:
+        from geocli.cli import launch_train
+
+        launch_train.launch(spec.name, locals())
+        return
+    update, _ = _progress_printer() if State.verbosity >= 0 else (None, None)
+    from geocli import api
+
+    result = api.train(spec.name, preset=preset, config_file=config, overrides=set_ or [], data=data, out=out,
+                       device=device, mode=mode, seed=seed, threads=threads, resume=resume, weights=weights,
+                       quiet=State.verbosity < 0, progress=update)
+    out_console = console()
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    out_console.print(f"trained {result.step} steps in {result.seconds:.1f} s "
+                      f"({result.samples_per_second:.1f} samples/s); {losses}")
+    if result.last_checkpoint:
+        out_console.print(f"checkpoint: {result.last_checkpoint}")
+
+
+def evaluate(
+    model: ModelArg,
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    out: OutputOpt = None,
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    mode: ModeOpt = "graph",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Evaluate a checkpoint with the model's published protocol; writes metrics.json.
+
+    Examples:
+
+      geoloc eval posenet --data data/KingsCollege --checkpoint runs/posenet-kingscollege-*/checkpoints/last.ckpt
+    """
+    if checkpoint is None:
+        raise UsageError("--checkpoint is required: give a checkpoint written by `geoloc train` "
+                         "(or the ModelZoo port's)")
+    from geocli import api
+
+    metrics, out_dir = api.evaluate(model, checkpoint, data=data, out=out, preset=preset, config_file=config,
+                                    overrides=set_ or [], device=device, mode=mode, threads=threads,
+                                    quiet=State.verbosity < 0)
+    con = console()
+    con.print(metrics_table(f"{model} evaluation", metrics))
+    con.print(f"metrics: {out_dir / 'metrics.json'}")
+
+
+def export(
+    model: ModelArg,
+    checkpoint: CheckpointOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="mindir, onnx or air (air needs Ascend).")] = "mindir",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (suffix added).",
+                                                show_default=False)] = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip reloading the export to compare outputs.")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export a trained network for deployment and check the exported graph against it.
+
+    Examples:
+
+      geoloc export posenet --checkpoint runs/.../checkpoints/last.ckpt --format onnx
+    """
+    from geocli.export import export as do_export
+
+    result = do_export(model, checkpoint, fmt, out=out, overrides=set_ or [], device=device,
+                       check=not no_check, overwrite=overwrite)
+    con = console()
+    con.print(f"wrote {result.path}")
+    if result.max_abs_diff is not None:
+        con.print(f"reloaded export vs network: max abs difference {result.max_abs_diff:.3g}")
+    elif result.note:
+        con.print(f"parity check: {result.note}")
+
+
+InputsArg = Annotated[List[Path], typer.Argument(help="Image files (or a folder, where the model allows it).",
+                                                 show_default=False)]
+
+
+def _infer(task: str, model: str, inputs: List[Path], checkpoint, out, set_, device, mode, threads, options):
+    from geocli import api
+
+    for path in inputs:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such file or folder")
+    result, out_dir = api.infer(task, model, inputs, checkpoint, out=out, overrides=set_ or [], device=device,
+                                mode=mode, threads=threads, quiet=State.verbosity < 0, **options)
+    con = console()
+    rows = result.get("rows") if isinstance(result, dict) else None
+    if rows:
+        from rich.table import Table
+
+        table = Table(title=f"{model} {task}")
+        for col in rows[0]:
+            table.add_column(str(col))
+        for row in rows:
+            table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+        con.print(table)
+    else:
+        con.print(json.dumps(result, indent=2, default=str))
+    con.print(f"results: {out_dir}")
+
+
+def retrieve(model: ModelArg, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
+             top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results per query.")] = 10,
+             set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
+             threads: ThreadsOpt = None) -> None:
+    """Run a model's inference on images: rank a gallery (retrieval models) or predict (PoseNet: pose).
+
+    Examples:
+
+      geoloc retrieve posenet photo1.png photo2.png --checkpoint runs/.../checkpoints/last.ckpt
+    """
+    _infer("retrieve", model, inputs, checkpoint, out, set_, device, mode, threads, {"top_k": top_k})
+
+
+def match(model: ModelArg, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
+          set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
+          threads: ThreadsOpt = None) -> None:
+    """Match image pairs (e.g. optical/SAR patches with SDNet, local features with DELF).
+
+    Examples:
+
+      geoloc match sdnet optical.png sar.png --checkpoint runs/.../checkpoints/last.ckpt
+    """
+    _infer("match", model, inputs, checkpoint, out, set_, device, mode, threads, {})
+
+
+def register(app: typer.Typer) -> None:
+    for name, func in (("train", train), ("eval", evaluate), ("export", export), ("retrieve", retrieve),
+                       ("match", match)):
+        app.command(name, context_settings=CTX, no_args_is_help=True)(func)
