@@ -55,6 +55,9 @@ def train(model: str, *, preset: Optional[str] = None, config_file: Optional[Pat
     if resume_path is not None:
         meta = ckpt.read_meta(resume_path)
         _check_model(meta, spec.name, resume_path)
+        if "step" not in meta or "config" not in meta:
+            raise CheckpointError(f"{resume_path}: has no training state (not written by geoloc train); "
+                                  "use --weights to initialise from it instead of --resume")
         cfg = cfgmod.apply_overrides(meta["config"], overrides)
         preset = meta.get("preset", preset)
         run_dir = Path(out) if out is not None else (runs.run_dir_of_checkpoint(resume_path) or runs.new_run_dir(spec.name, preset))

@@ -1,0 +1,53 @@
+"""Shared test fixtures. Model- and area-specific fixtures live in their own test modules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+@pytest.fixture
+def shared_fixtures() -> Path:
+    """``../shared/fixtures`` beside the repo (CI has it; a user's clone does not)."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_FIXTURES} (only CI and developer machines have ../shared)")
+    return SHARED_FIXTURES
+
+
+@pytest.fixture
+def cli():
+    """Invoke ``geoloc`` in-process: ``cli("train", "toy", ...)`` -> typer Result (stderr separate)."""
+    from typer.testing import CliRunner
+
+    from geocli.cli.main import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs(tmp_path, monkeypatch):
+    """Run every test in its own working directory so default ``runs/`` folders never collide."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    yield
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+os.environ.setdefault("GLOG_v", "3")
