@@ -93,8 +93,16 @@ def setup(run_dir: Path, device: Optional[str] = None, mode: str = "graph", seed
         raise UsageError(f"--mode {mode!r}: choose graph or pynative")
     if not _configured:
         target = pick_device(device)
-        ms.set_device(_MS_NAMES[target])
-        set_threads(threads)
+        try:
+            ms.set_device(_MS_NAMES[target])
+            set_threads(threads)
+        except RuntimeError:
+            # MindSpore already ran a kernel in this process (library use): its device and threads are
+            # fixed now. Accept that if it is the device asked for.
+            current = ms.get_context("device_target").lower()
+            if current != target:
+                raise UsageError(f"MindSpore already runs on {current} in this process; cannot switch to "
+                                 f"{target}: choose the device before running any network") from None
         _configured = True
     else:
         target = ms.get_context("device_target").lower()
