@@ -46,6 +46,19 @@ def train(model: str, *, preset: Optional[str] = None, config_file: Optional[Pat
     run folder with the checkpoint's config (``overrides`` still apply, e.g. more steps); ``weights``
     only initialises the network.
     """
+    from geocli.runtime import interrupt
+
+    interrupt.defer()  # before MindSpore starts its threads: Ctrl-C then ends the run cleanly
+    try:
+        return _train(model, preset=preset, config_file=config_file, overrides=overrides, data=data, out=out,
+                      device=device, mode=mode, seed=seed, threads=threads, resume=resume, weights=weights,
+                      quiet=quiet, progress=progress)
+    finally:
+        interrupt.restore()
+
+
+def _train(model, *, preset, config_file, overrides, data, out, device, mode, seed, threads, resume, weights,
+           quiet, progress):
     from geocli.runtime import checkpoint as ckpt
     from geocli.runtime import trainer
 

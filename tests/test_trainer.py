@@ -169,3 +169,30 @@ def test_two_optimizers_minimise_their_own_terms(tmp_path):
     trainer.train(plan, ctx)
     for b, p in zip(before, head):
         np.testing.assert_array_equal(b, p.asnumpy())
+
+
+def test_eval_while_training_is_logged(tmp_path):
+    import json
+
+    api.train("toy", out=tmp_path / "run", overrides=["train.eval_every=20"], quiet=True)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [20, 40]
+    assert evals[-1]["mse"] < evals[-1]["baseline_mse"]
+    trains = [r for r in records if r["kind"] == "train"]
+    assert {"loss", "mse", "reg", "lr"} <= set(trains[0])
+
+
+def test_ctrl_c_exits_130_and_leaves_a_valid_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "geocli", "-q", "train", "toy", "--out", str(run),
+                             "--set", "train.steps=1000000", "--set", "train.checkpoint_every=50"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.step_checkpoints(run / "checkpoints"):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    meta = ckpt.read_meta(run / "checkpoints" / "last.ckpt")
+    assert meta["step"] >= 50

@@ -23,6 +23,7 @@ import numpy as np
 
 from geocli.errors import CheckpointError, ConfigError
 from geocli.runtime import checkpoint as ckpt
+from geocli.runtime import interrupt
 from geocli.runtime.optim import build_optimizer, make_clipper, make_scaler, optimizer_state
 from geocli.runtime.plan import RunContext, TrainPlan
 from geocli.runtime.runlog import default_logger
@@ -178,6 +179,8 @@ class Trainer:
                 for batch in plan.data.epoch(epoch, start=offset):
                     terms = self.step_fn(*[ms.Tensor(b) for b in batch])
                     self.step += 1
+                    if interrupt.requested():
+                        raise KeyboardInterrupt
                     samples += len(batch[0]) * ctx.group_size
                     window.append(np.array([float(t.asnumpy()) for t in terms]))
                     if progress is not None:

@@ -68,9 +68,15 @@ class ToyBackend(Backend):
             OptimizerSpec("head", list(net.head.trainable_params()), kind="sgd", lr=o["head_lr"],
                           schedule=schedule, loss="mse", options={"momentum": 0.9}),
         ]
+        def evaluate_while_training(trainer):
+            metrics = self.evaluate(cfg, data, net, ctx.run_dir, ctx)
+            net.set_train(True)
+            return metrics
+
         return TrainPlan(network=net, forward=forward, loss_names=["mse", "reg"], optimizers=optimizers,
                          data=source, steps=t["steps"], log_every=t["log_every"],
-                         checkpoint_every=t["checkpoint_every"], keep_checkpoints=t["keep_checkpoints"])
+                         checkpoint_every=t["checkpoint_every"], keep_checkpoints=t["keep_checkpoints"],
+                         evaluate=evaluate_while_training, eval_every=t["eval_every"])
 
     def evaluate(self, cfg, data, network, out_dir: Path, ctx):
         import mindspore as ms
