@@ -1,3 +1,4 @@
 """Model backends. Importing this package registers every model (cheaply: no MindSpore import)."""
 
 from geocli.models import toy  # noqa: F401  (hidden smoke-test model used by the runtime tests)
+from geocli.models import posenet  # noqa: F401

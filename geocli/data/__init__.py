@@ -1,0 +1,1 @@
+"""Datasets: catalog, download, on-disk formats, MindRecord conversion and synthetic data."""
