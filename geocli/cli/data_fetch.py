@@ -125,7 +125,8 @@ def register(app: typer.Typer) -> None:
     def download(
         name: NameArg,
         dest: Annotated[Optional[Path], typer.Option(
-            "--dest", help="Target folder (default data/NAME; weights/ for weights).", show_default=False)] = None,
+            "--dest", help="Target folder (default data/NAME; data/ for cambridge, weights/ for weights).",
+            show_default=False)] = None,
         parts: PartsOpt = None,
         jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Files downloaded in parallel.")] = 4,
         no_extract: Annotated[bool, typer.Option("--no-extract", help="Download and verify only.")] = False,
