@@ -72,8 +72,10 @@ def set_threads(threads: Optional[int]) -> None:
 
 
 def is_distributed_worker() -> bool:
-    """True in a process started by msrun or by the rank-table launcher."""
-    return bool(os.environ.get("MS_WORKER_NUM") or os.environ.get("RANK_TABLE_FILE"))
+    """True in a process started by msrun, the rank-table launcher or mpirun."""
+    from geocli.runtime.launch import worker_env_rank
+
+    return worker_env_rank() is not None
 
 
 _configured = False

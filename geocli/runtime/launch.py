@@ -48,7 +48,7 @@ __all__ = ["LaunchCommand", "WorkerRank", "dry_run_text", "find_free_port", "loa
 LAUNCH_VALUE_FLAGS = ("--workers", "--nodes", "--node-rank", "--master-addr", "--master-port", "--rank-table")
 LAUNCH_SWITCHES = ("--distributed", "--no-distributed", "--dry-run", "--no-dry-run")
 
-#: Seconds between a worker's failure and stopping msrun's scheduler (lets the other logs flush).
+#: Seconds between a worker's failure and stopping msrun's scheduler (lets msrun finish killing workers).
 FAILURE_GRACE_SECONDS = 1.0
 
 rank_table_envs = rank_env  # the name the train command's launcher uses

@@ -15,16 +15,16 @@ documented by Huawei (CANN HCCL user guide, "Rank Table Configuration"; MindSpor
   An A3 server exposes two dies per NPU, so device ids go up to 15 there instead of 7.
 
 Numbers are strings in both templates; plain JSON integers are accepted too. ``device_ip`` may be IPv4
-or IPv6 (the guide says "regular IPv4 or IPv6 format"). Every problem is reported as one
-:class:`~geocli.errors.LaunchError` line naming the file and the field path, e.g.
-``hccl.json: server_list[0].device[1].rank_id: duplicate rank id 1 (also server_list[0].device[0])``.
+or IPv6 (the guide says "regular IPv4 or IPv6 format"), must be unique, and is required when there is
+more than one server (the guide: "device_ip must be configured in multi-machine scenarios"). Every
+problem is reported as one :class:`~geocli.errors.LaunchError` line naming the file and the field path:
+``rank table hccl.json: server_list[0].device[1].rank_id: duplicate rank id 1 (also server_list[0].device[0])``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,8 +273,3 @@ def rank_env(table: RankTable, path: Union[None, str, Path] = None,
     return [{"RANK_TABLE_FILE": table_file, "RANK_ID": str(r.rank_id), "DEVICE_ID": str(r.device_id),
              "RANK_SIZE": str(table.size)} for r in table.server_ranks(server_id)]
 
-
-def describe(table: RankTable) -> str:
-    """One line for logs and ``--dry-run``: version, servers, ranks."""
-    per_server = ", ".join(f"{s}: {len(table.server_ranks(s))}" for s in table.servers)
-    return f"rank table {os.fspath(table.path)} (version {table.version}, {table.size} ranks; {per_server})"

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from geocli.errors import CheckpointError, ConfigError
+from geocli.errors import CheckpointError, ConfigError, GeolocError
 from geocli.runtime import checkpoint as ckpt
 from geocli.runtime import interrupt
 from geocli.runtime.optim import build_optimizer, make_clipper, make_scaler, optimizer_state
@@ -202,11 +202,30 @@ class Trainer:
                 log.info(f"interrupted at step {self.step}: saving {checkpoint_dir / 'last.ckpt'}")
                 self.save(checkpoint_dir / "last.ckpt", {**meta, "epoch": self.step // per_epoch})
             raise
+        if ctx.distributed:
+            self.check_replicas()
         if ctx.is_main:
             last_ckpt = self.save(checkpoint_dir / "last.ckpt", {**meta, "epoch": self.step // per_epoch})
         seconds = time.perf_counter() - started
         return TrainResult(ctx.run_dir, last_ckpt, self.step, last_losses, eval_metrics, seconds,
                            samples / seconds if seconds > 0 else 0.0)
+
+    def check_replicas(self, tolerance: float = 1e-5) -> float:
+        """Data-parallel ranks must hold the same parameters; gather a fingerprint of every parameter
+        (sum and sum of squares) from each rank, log the largest difference, fail loudly if it is off."""
+        import mindspore as ms
+        from mindspore import ops
+
+        values = [p.asnumpy().astype(np.float64) for p in self.plan.network.trainable_params()]
+        mine = np.array([[v.sum(), (v * v).sum()] for v in values], dtype=np.float32).reshape(1, -1)
+        gathered = ops.AllGather()(ms.Tensor(mine)).asnumpy()
+        scale = np.maximum(np.abs(gathered).max(axis=0), 1.0)
+        diff = float((np.abs(gathered - gathered[0]) / scale).max())
+        self.log.info(f"replica check: parameters of {len(gathered)} ranks agree to {diff:.3g} (relative)")
+        if diff > tolerance:
+            raise GeolocError(f"data-parallel ranks diverged (relative parameter difference {diff:.3g}); "
+                              f"see {self.ctx.run_dir / 'logs'}")
+        return diff
 
     def _checkpoint(self, folder: Path, meta: Dict[str, Any], epoch: int) -> Path:
         path = self.save(folder / f"step_{self.step:07d}.ckpt", {**meta, "epoch": epoch})
