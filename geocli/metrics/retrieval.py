@@ -92,11 +92,12 @@ def revisited_map(ranks: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]],
                   ) -> Tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """mAP and mean precision@k under the revisited Oxford/Paris protocol (revisitop ``compute_map``).
 
-    ``ranks`` is ``(n_db, n_query)``: column ``i`` lists 0-based database indices, best first (it may be
-    a prefix of the full ranking). ``gnd[i]`` has ``ok`` and optionally ``junk`` index lists (see
-    :func:`revisited_gnd`). Positions of positives are shifted down by the number of junk items ranked
-    before them; AP sums ``(p0 + p1) / (2 * len(ok))`` over the positives, where ``p1 = (j+1)/(r+1)`` is
-    the precision at the j-th positive's adjusted position ``r`` and ``p0 = j/r`` (1 when ``r == 0``).
+    ``ranks`` is ``(n_db, n_query)``: column ``i`` lists 0-based database indices, best first (it may
+    be a prefix of the full ranking, e.g. ``topk_search(...).indices.T``). ``gnd[i]`` has ``ok`` and
+    optionally ``junk`` index lists (see :func:`revisited_gnd`). Positions of positives are shifted
+    down by the number of junk items ranked before them; AP sums ``(p0 + p1) / (2 * len(ok))`` over
+    the positives, where ``p1 = (j+1)/(r+1)`` is the precision at the j-th positive's adjusted
+    position ``r`` and ``p0 = j/r`` (1 when ``r == 0``).
     mP@k uses ``k' = min(last retrieved positive's 1-based position, k)`` and ``P = #{pos <= k'} / k'``.
 
     Returns ``(map, aps, mp_at_k, p_at_k)``: ``aps`` per query, ``p_at_k`` is ``(n_query, len(kappas))``.
