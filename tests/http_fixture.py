@@ -29,6 +29,16 @@ class Behaviour:
     delay: float = 0.0  # seconds before the body is sent
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that give up mid-response (as the retry tests make them do) reset the connection; the
+    stock server prints a traceback to stderr for that, which lands in the CLI's captured stderr."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 class FileServer:
     def __init__(self):
         self.files: Dict[str, bytes] = {}
@@ -37,7 +47,7 @@ class FileServer:
         self.lock = threading.Lock()
         self.active = 0
         self.max_active = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.owner = self
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
