@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -345,6 +345,23 @@ def synthesize(out: Path, spec: SynthSpec = SynthSpec(), *, overwrite: bool = Fa
         fmt.write(fmt.split_file(out, split), rows[split])
     (out / MARKER).write_text(json.dumps({"spec": asdict(spec), "complete": True}, indent=2) + "\n", encoding="utf-8")
     return {"path": out, "skipped": False, **_counts(out)}
+
+
+def generate(out: Path, *, overwrite: bool = False, progress=None, frames: Optional[int] = None,
+             width: Optional[int] = None, height: Optional[int] = None, seed: Optional[int] = None):
+    """:func:`synthesize` with the ``geoloc data synth cambridge`` flags; ``progress(label, total)`` returns
+    an ``advance(k)`` callable (the convention of the data commands)."""
+    changes = {k: v for k, v in (("frames_per_sequence", frames), ("width", width), ("height", height),
+                                 ("seed", seed)) if v is not None}
+    spec = replace(SynthSpec(), **changes)
+    bar: Dict[str, Callable[[int], None]] = {}
+
+    def advance(done: int, total: int) -> None:
+        if "advance" not in bar:
+            bar["advance"] = progress("rendering", total)
+        bar["advance"](1)
+
+    return synthesize(out, spec, overwrite=overwrite, progress=advance if progress else None)
 
 
 def _counts(out: Path) -> Dict[str, int]:
