@@ -5,8 +5,11 @@ pillars inside for parallax, a paved ground and a sky gradient. Every facade has
 window grid and emblem, so that what a camera sees tells where it stands and where it looks.
 
 Cameras walk along parallel lines across the plaza (one sequence per line, alternating direction)
-while sweeping their heading, like someone filming a landmark; train and test sequences are different
-lines, the test lines lying between train lines, so a model is tested on poses it never saw.
+filming its north side with a sweeping heading, like visitors filming a landmark; train and test
+sequences are different lines, the test lines lying between train lines, so a model is tested on poses
+it never saw. (A first version filmed along the walking direction: test lines then looked at the
+plaza in directions only train lines on the far side had, and the point-symmetric layout let the model
+confuse the two halves: median error 1.3x the mean-pose baseline.)
 
 Rendering is exact ray casting per pixel: each pixel's ray meets each facade plane (ray-plane
 intersection), the hit's facade coordinates index the facade texture through ``cv2.remap``, and a depth
@@ -207,16 +210,17 @@ def sequence_layout(spec: SynthSpec) -> List[Tuple[int, str, float]]:
 
 
 def sequence_poses(number: int, line_y: float, frames: int) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """(centre, world-to-camera rotation) of each frame of one sequence."""
+    """(centre, world-to-camera rotation) of each frame of one sequence: a walk along x (direction
+    alternating between sequences) filming the north side of the plaza, the heading sweeping +-55 deg
+    around north, like visitors filming a landmark."""
     direction = 1.0 if number % 2 else -1.0
-    heading = 0.0 if direction > 0 else math.pi
     phase = 1.3 * number
     poses = []
     for i in range(frames):
         s = i / max(frames - 1, 1)
         x = direction * (-14.0 + 28.0 * s)
         centre = np.array([x, line_y + 0.4 * math.sin(5.0 * s + phase), 1.6 + 0.15 * math.sin(9.0 * s)])
-        yaw = heading + math.radians(70.0) * math.sin(2 * math.pi * 2.2 * s + phase)
+        yaw = math.pi / 2 + math.radians(55.0) * math.sin(2 * math.pi * 2.2 * s + phase)
         pitch = math.radians(6.0 + 4.0 * math.sin(2 * math.pi * 1.3 * s + phase))
         roll = math.radians(2.0 * math.sin(2 * math.pi * 0.7 * s))
         rot = look_rotation(yaw, pitch, roll)

@@ -64,7 +64,10 @@ class PoseNetBackend(Backend):
     def train_plan(self, cfg, data, ctx):
         from geocli.models.posenet.loss import PoseLoss
 
+        from geocli.runtime.runlog import default_logger
+
         frames = pdata.load_split(data, "train", cfg)
+        default_logger(ctx.log).info(f"posenet: {len(frames)} training frames decoded from {data}")
         t, lcfg = cfg["train"], cfg["loss"]
         if len(frames) < t["batch_size"] * ctx.group_size:
             raise DataError(f"--data {data}: {len(frames)} training frames cannot fill one batch of "

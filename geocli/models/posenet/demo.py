@@ -7,7 +7,6 @@ a folder holding anything else is never touched (the renderer refuses it).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -31,18 +30,27 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
              scene: synth.SynthSpec = DEMO_SCENE) -> Dict[str, Any]:
     """Returns the model's and the mean-pose baseline's median errors on the test sequences.
 
-    ``runner(plan, ctx, meta=...)`` runs the training plan; the default is the shared trainer."""
+    ``runner(plan, ctx, meta=..., progress=...)`` runs the training plan; the default is the shared
+    trainer. Progress goes to the run's log (``ctx.log``) every ``train.log_every`` steps."""
     from geocli import config
     from geocli.models.posenet.backend import inference_copy
+    from geocli.runtime.runlog import default_logger
 
-    started = time.perf_counter()
-    prepare(data_dir, scene)
+    log = default_logger(ctx.log)
+    summary = prepare(data_dir, scene)
+    log.info(f"posenet demo: plaza scene in {data_dir} ({summary['train']} train / {summary['test']} test frames)")
     cfg = config.resolve("posenet", preset, None, list(overrides))
     plan = backend.train_plan(cfg, data_dir, ctx)
     if runner is None:
         from geocli.runtime.trainer import train as runner
     meta = {"model": "posenet", "preset": preset, "config": cfg, "seed": cfg["seed"], "data": str(data_dir)}
-    result = runner(plan, ctx, meta=meta)
+    every = max(cfg["train"]["log_every"], 1)
+
+    def progress(step: int, total: int, losses: Dict[str, float]) -> None:
+        if step % every == 0 or step == total:
+            log.info(f"step {step}/{total} " + " ".join(f"{k}={v:.3f}" for k, v in losses.items()))
+
+    result = runner(plan, ctx, meta=meta, progress=progress)
     network = inference_copy(backend, cfg, plan.network)
     metrics = backend.evaluate(cfg, data_dir, network, Path(out_dir) / "eval", ctx)
     return {
@@ -50,9 +58,6 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
         "median_r_deg": metrics["median_r_deg"],
         "baseline_median_t_m": metrics["baseline_median_t_m"],
         "baseline_median_r_deg": metrics["baseline_median_r_deg"],
-        "median_t_ratio_to_baseline": metrics["median_t_ratio_to_baseline"],
-        "train_steps": getattr(result, "step", cfg["train"]["steps"]),
-        "train_images_per_s": getattr(result, "samples_per_second", 0.0),
-        "seconds": time.perf_counter() - started,
-        "eval_dir": str(Path(out_dir) / "eval"),
+        "t_ratio_to_baseline": metrics["median_t_ratio_to_baseline"],
+        "steps": getattr(result, "step", cfg["train"]["steps"]),
     }

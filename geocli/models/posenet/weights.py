@@ -6,7 +6,8 @@ GoogLeNet checkpoint the port starts from (``official/cv/GoogleNet``: the same b
 ``classifier`` this model has no use for). Optimizer state (``accum.*``, ``moments.*``,
 ``learning_rate``, ``global_step``) and other unknown entries are left out and reported by the loader
 as unused. Names that are already this network's pass through unchanged, so a geoloc checkpoint given
-to ``--weights`` loads as well.
+to ``--weights`` loads as well, except the position statistics (``xyz_mean``, ``xyz_std``): those
+belong to the data being trained on, which ``train_plan`` has already measured.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Dict, List
 from geocli.errors import CheckpointError
 
 WRAPPER_PREFIXES = ("network.",)
+DATA_STATISTICS = ("xyz_mean", "xyz_std")
 
 #: port module -> this network's module (backbone stem, Inception blocks, regressors).
 MODULES: Dict[str, str] = {
@@ -63,6 +65,8 @@ def map_port_weights(params: Dict[str, Any], own_names: List[str]) -> Dict[str, 
     own = set(own_names)
     mapped: Dict[str, Any] = {}
     for name, value in params.items():
+        if name in DATA_STATISTICS:
+            continue
         if name in own:
             mapped[name] = value
             continue
