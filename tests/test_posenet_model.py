@@ -210,3 +210,18 @@ def test_googlenet_checkpoint_initialises_the_backbone_only(ctx, backend, tmp_pa
     assert list(geoloc_names) == ["main_fc.bias"]
     with pytest.raises(CheckpointError, match="none of the checkpoint's 1 entries"):
         backend.map_weights({"resnet.layer1.weight": ms.Tensor(np.zeros(1, np.float32))}, cfg)
+
+
+def test_explicit_pad_max_pool_equals_mindspores_same_pool(ctx):
+    """The ONNX-exportable pool (zero pad + 'valid') is exact after a ReLU, for odd and even sizes."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from geocli.nets.googlenet import SameMaxPool
+
+    rng = np.random.default_rng(0)
+    for size in (7, 8, 113):
+        x = ms.Tensor(np.maximum(rng.standard_normal((1, 2, size, size)), 0).astype(np.float32))
+        for kernel, stride in ((3, 2), (3, 1), (2, 2)):
+            ours = SameMaxPool(kernel, stride)(x).asnumpy()
+            np.testing.assert_array_equal(ours, nn.MaxPool2d(kernel, stride, pad_mode="same")(x).asnumpy())

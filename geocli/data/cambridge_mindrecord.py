@@ -73,20 +73,23 @@ def _present(scene: Path, listing: Path, rows: List[fmt.PoseRow]) -> Tuple[List[
 
 def _rows(scene: Path, listing: Path, rows: Sequence[fmt.PoseRow], skip_bad: bool,
           skipped: List[str]) -> Iterator[Dict[str, object]]:
-    """Read and verify images two at a time (OpenCV decodes without the GIL), yielding MindRecord rows."""
+    """Read and verify images on every core (OpenCV decodes without the GIL), a bounded chunk at a time
+    so a scene of large images is never all in memory, yielding MindRecord rows in list order."""
     def load(row: fmt.PoseRow):
         data = (scene / row.image).read_bytes()
         return row, data, _decodes(data)
 
-    with ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 1)) as pool:
-        for row, data, ok in pool.map(load, rows):
-            if not ok:
-                message = _problem(listing, row, "cannot be decoded as an image")
-                if not skip_bad:
-                    raise DataError(message)
-                skipped.append(message)
-                continue
-            yield {"image": data, "image_pose": np.asarray(row.pose, np.float32), "file_name": row.image}
+    workers = max(os.cpu_count() or 1, 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(rows), 8 * workers):
+            for row, data, ok in pool.map(load, rows[start:start + 8 * workers]):
+                if not ok:
+                    message = _problem(listing, row, "cannot be decoded as an image")
+                    if not skip_bad:
+                        raise DataError(message)
+                    skipped.append(message)
+                    continue
+                yield {"image": data, "image_pose": np.asarray(row.pose, np.float32), "file_name": row.image}
 
 
 def convert(scene: Path, out: Optional[Path] = None, *, splits: Sequence[str] = fmt.SPLITS,

@@ -99,19 +99,20 @@ def write(path: Path, schema: Dict[str, Any], rows: Iterable[Dict[str, Any]], *,
         writer.set_header_size(header_size_for(n_rows, total_bytes, page))
         writer.add_schema(schema, schema_name)
         written, batch = 0, []
+
+        def flush() -> int:
+            writer.write_raw_data(batch)
+            if progress is not None:
+                progress(len(batch))
+            return len(batch)
+
         for row in rows:
             batch.append(row)
             if len(batch) == chunk:
-                writer.write_raw_data(batch)
-                written += len(batch)
-                if progress is not None:
-                    progress(len(batch))
+                written += flush()
                 batch = []
         if batch:
-            writer.write_raw_data(batch)
-            written += len(batch)
-            if progress is not None:
-                progress(len(batch))
+            written += flush()
         writer.commit()
         manifest_path(path).unlink(missing_ok=True)
         for suffix in ("", ".db"):

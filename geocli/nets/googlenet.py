@@ -16,16 +16,7 @@ channels), 4d (528) and 5b (1024); its stages are also callable one by one (``to
 
 from __future__ import annotations
 
-import os
-
-# MindSpore's CPU convolutions run on oneDNN, which on AVX-512 CPUs picks a reference implementation
-# for the NCHW layout: a 3x3 convolution ran at 1.3 GFLOP/s instead of 150 (GoogLeNet-BN forward at
-# 0.6 instead of 16 images/s, measured on the 2-core AVX-512 EPYC CI machine). Capping oneDNN to AVX2
-# restores full speed and changes nothing on CPUs without AVX-512. It takes effect if set before the
-# first convolution runs; a value chosen by the user wins.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-
-from mindspore import nn, ops  # noqa: E402
+from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal
 
 #: (in, 1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool projection) of each Inception block.

@@ -138,8 +138,7 @@ def test_view(image: np.ndarray, cfg: Dict[str, Any]) -> np.ndarray:
 
 # ---- loading splits ---------------------------------------------------------------------------------
 
-def load_split(data: Optional[Path], split: str, cfg: Dict[str, Any],
-               progress: Optional[Callable[[int, int], None]] = None) -> Frames:
+def load_split(data: Optional[Path], split: str, cfg: Dict[str, Any]) -> Frames:
     """Decode one split into memory: train frames resized, test frames resized and centre-cropped."""
     record = find_record(data, split)
     prepare = (lambda img: resize(img, cfg, "train")) if split == "train" else (lambda img: test_view(img, cfg))
@@ -156,11 +155,9 @@ def load_split(data: Optional[Path], split: str, cfg: Dict[str, Any],
             names.append(_name(row, index))
             poses.append(_pose(row, record, index))
             chunk.append((index, row))
-            if len(chunk) == 16 * workers:
+            if len(chunk) == 16 * workers:  # bounded: never all encoded images in memory at once
                 images += list(pool.map(work, chunk))
                 chunk = []
-                if progress is not None:
-                    progress(len(images), -1)
         images += list(pool.map(work, chunk))
     if not names:
         raise DataError(f"{record}: holds no frames")
