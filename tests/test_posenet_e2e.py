@@ -82,3 +82,32 @@ def test_demo_runs_through_the_backend(trained, tmp_path):
     assert calls == ["demo"] and out["steps"] == 2
     assert {"median_t_m", "median_r_deg", "baseline_median_t_m", "baseline_median_r_deg"} <= set(out)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["mindir", "onnx"])
+def test_export_reloads_to_the_same_outputs(trained, cli, tmp_path, fmt):
+    ckpt = trained["result"].last_checkpoint
+    result = cli("export", "posenet", "--checkpoint", ckpt, "--format", fmt, "--out", tmp_path / "posenet")
+    assert result.exit_code == 0, result.output + result.stderr
+    diff = float(result.output.split("max abs difference")[1].split()[0])
+    assert diff <= 1e-4
+    assert (tmp_path / f"posenet.{fmt}").stat().st_size > 1_000_000  # the weights are in the file
+
+
+@pytest.mark.slow
+def test_one_train_step_under_msrun_with_two_workers(trained, cli, tmp_path):
+    """Two data-parallel workers take real PoseNet steps and end with identical trainable parameters."""
+    run = tmp_path / "dist"
+    result = cli("train", "posenet", "--preset", "demo", "--data", trained["scene"], "--out", run,
+                 "--distributed", "--workers", 2,
+                 *[f"--set={s}" for s in SMALL[:3] + ["train.steps=2", "train.batch_size=4", "train.log_every=1"]])
+    assert result.exit_code == 0, result.output + result.stderr
+    for rank in (0, 1):
+        log = (run / "logs" / f"rank{rank}.log").read_text()
+        assert "parameters of 2 ranks agree to " in log, log[-1500:]
+        agreed = float(log.split("agree to ")[1].split()[0])
+        assert agreed <= 1e-5
+    from geocli.runtime import checkpoint as ckpt
+
+    assert ckpt.read_meta(run / "checkpoints" / "last.ckpt")["group_size"] == 2
