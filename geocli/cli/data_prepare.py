@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli._common import console
+from geocli.cli._common import CONTEXT_SETTINGS, console
 from geocli.cli.options import OverwriteOpt
 from geocli.errors import UsageError
 
@@ -153,6 +153,5 @@ def synth(
 
 def register(app: typer.Typer) -> None:
     """Add the commands of this module to the ``data`` group."""
-    settings = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-    app.command("convert-mindrecord", context_settings=settings, no_args_is_help=True)(convert_mindrecord)
-    app.command("synth", context_settings=settings, no_args_is_help=True)(synth)
+    app.command("convert-mindrecord", context_settings=CONTEXT_SETTINGS, no_args_is_help=True)(convert_mindrecord)
+    app.command("synth", context_settings=CONTEXT_SETTINGS, no_args_is_help=True)(synth)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli._common import complete_model, console
+from geocli.cli._common import CONTEXT_SETTINGS, complete_model, console
 from geocli.cli.options import DeviceOpt, OutputOpt
 from geocli.errors import GeolocError
 
@@ -50,4 +50,4 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo", context_settings={"help_option_names": ["-h", "--help"]})(demo)
+    app.command("demo", context_settings=CONTEXT_SETTINGS)(demo)

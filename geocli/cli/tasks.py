@@ -11,13 +11,10 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli._common import State, console, print_config_and_exit, resolve_config
+from geocli.cli._common import CONTEXT_SETTINGS, State, console, print_config_and_exit, resolve_config
 from geocli.cli.options import (CheckpointOpt, ConfigOpt, DataOpt, DeviceOpt, ModeOpt, ModelArg, OutputOpt,
                                 OverwriteOpt, PresetOpt, PrintConfigOpt, SeedOpt, SetOpt, ThreadsOpt)
 from geocli.errors import UsageError
-
-CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
 
 def metrics_table(title: str, metrics: dict):
     from rich.table import Table
@@ -229,4 +226,4 @@ def match(model: ModelArg, inputs: InputsArg, checkpoint: CheckpointOpt = None, 
 def register(app: typer.Typer) -> None:
     for name, func in (("train", train), ("eval", evaluate), ("export", export), ("retrieve", retrieve),
                        ("match", match)):
-        app.command(name, context_settings=CTX, no_args_is_help=True)(func)
+        app.command(name, context_settings=CONTEXT_SETTINGS, no_args_is_help=True)(func)
