@@ -149,11 +149,19 @@ def evaluate(model: str, checkpoint: Optional[Path], *, data: Optional[Path] = N
     ctx = _context(out_dir, device, mode, 0, threads, quiet, distributed=False)
     loaded = load_model(model, checkpoint, preset=preset, config_file=config_file, overrides=overrides, task="eval")
     metrics = loaded.backend.evaluate(loaded.cfg, Path(data) if data else None, loaded.network, out_dir, ctx)
-    payload = {"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
-               "data": str(data) if data else None, "metrics": metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_metrics(out_dir, model, metrics, checkpoint=checkpoint, data=data)
     ctx.log.close()
     return metrics, out_dir
+
+
+def write_metrics(out_dir: Path, model: str, metrics: Dict[str, Any], *, checkpoint: Optional[Path] = None,
+                  data: Optional[Path] = None) -> Path:
+    """The one writer of ``metrics.json``: what was evaluated, on what, and the figures."""
+    payload = {"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
+               "data": str(data) if data else None, "metrics": metrics}
+    path = Path(out_dir) / "metrics.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def infer(task: str, model: str, inputs: Sequence[Path], checkpoint: Optional[Path], *,

@@ -45,7 +45,8 @@ class Backend:
         raise self._unsupported("train")
 
     def evaluate(self, cfg: Dict[str, Any], data: Optional[Path], network, out_dir: Path, ctx) -> Dict[str, float]:
-        """Run the published evaluation protocol; write ``metrics.json`` (and per-item files) to out_dir."""
+        """Run the published evaluation protocol and return its figures; write per-item files (e.g. a
+        per-frame CSV) to out_dir. ``metrics.json`` is written by the caller (geocli.api.write_metrics)."""
         raise self._unsupported("eval")
 
     def retrieve(self, cfg: Dict[str, Any], inputs: Sequence[Path], network, out_dir: Path, ctx,

@@ -93,21 +93,21 @@ def setup(run_dir: Path, device: Optional[str] = None, mode: str = "graph", seed
 
     if mode not in MODES:
         raise UsageError(f"--mode {mode!r}: choose graph or pynative")
+    target = pick_device(device)  # validates the name and availability on every call
     if not _configured:
-        target = pick_device(device)
         try:
             ms.set_device(_MS_NAMES[target])
             set_threads(threads)
         except RuntimeError:
-            # MindSpore already ran a kernel in this process (library use): its device and threads are
-            # fixed now. Accept that if it is the device asked for.
-            current = ms.get_context("device_target").lower()
-            if current != target:
-                raise UsageError(f"MindSpore already runs on {current} in this process; cannot switch to "
-                                 f"{target}: choose the device before running any network") from None
+            pass  # MindSpore already ran a kernel in this process (library use): checked below
         _configured = True
-    else:
-        target = ms.get_context("device_target").lower()
+    current = ms.get_context("device_target").lower()
+    if current != target:
+        if device is None:
+            target = current
+        else:
+            raise UsageError(f"MindSpore already runs on {current} in this process; cannot switch to "
+                             f"{target}: choose the device before running any network")
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     rank, size = 0, 1
     if distributed is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -120,8 +119,6 @@ class PoseNetBackend(Backend):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         pred.write_per_frame(out_dir / "per_frame.csv", test.names, xyz, q, test.poses, t_err, r_err)
-        (out_dir / "metrics.json").write_text(json.dumps({"model": "posenet", "metrics": summary}, indent=2) + "\n",
-                                              encoding="utf-8")
         return summary
 
     def retrieve(self, cfg, inputs: Sequence[Path], network, out_dir: Path, ctx, **options):

@@ -33,6 +33,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     ``runner(plan, ctx, meta=..., progress=...)`` runs the training plan; the default is the shared
     trainer. Progress goes to the run's log (``ctx.log``) every ``train.log_every`` steps."""
     from geocli import config
+    from geocli.api import write_metrics
     from geocli.models.posenet.backend import inference_copy
     from geocli.runtime.runlog import default_logger
 
@@ -53,6 +54,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     result = runner(plan, ctx, meta=meta, progress=progress)
     network = inference_copy(backend, cfg, plan.network)
     metrics = backend.evaluate(cfg, data_dir, network, Path(out_dir) / "eval", ctx)
+    write_metrics(Path(out_dir) / "eval", "posenet", metrics, data=data_dir)
     return {
         "median_t_m": metrics["median_t_m"],
         "median_r_deg": metrics["median_r_deg"],
