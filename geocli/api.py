@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from geocli import config as cfgmod
 from geocli import registry, runs
 from geocli.errors import CheckpointError, UsageError
+from geocli.fileio import atomic_write_text
 
 
 @dataclass
@@ -159,9 +160,7 @@ def write_metrics(out_dir: Path, model: str, metrics: Dict[str, Any], *, checkpo
     """The one writer of ``metrics.json``: what was evaluated, on what, and the figures."""
     payload = {"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
                "data": str(data) if data else None, "metrics": metrics}
-    path = Path(out_dir) / "metrics.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(payload, indent=2) + "\n")
 
 
 def infer(task: str, model: str, inputs: Sequence[Path], checkpoint: Optional[Path], *,

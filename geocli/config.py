@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import yaml
 
 from geocli.errors import ConfigError
+from geocli.fileio import atomic_write_text
 
 Config = Dict[str, Any]
 BASE_KEY = "_base_"
@@ -197,12 +198,7 @@ def dump(cfg: Config) -> str:
 
 
 def save(cfg: Config, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump(cfg), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, dump(cfg))
 
 
 def get(cfg: Config, dotted: str, default: Any = None) -> Any:

@@ -56,18 +56,23 @@ def check_onnx(path: Path, inputs: List[np.ndarray]) -> List[np.ndarray]:
     return list(session.run(None, feed))
 
 
+def require_format(fmt: str, device: str):
+    """(MindSpore format name, file suffix) of ``fmt``; AIR only on Ascend, refused with the reason."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "air" and device != "ascend":
+        raise UsageError("--format air needs an Ascend device (MindSpore writes AIR only with the Ascend "
+                         f"backend; this process runs on {device}); export mindir or onnx here, or run on Ascend")
+    return FORMATS[fmt]
+
+
 def export_network(network, inputs: List[np.ndarray], fmt: str, out: Path, *, device: str = "cpu",
                    check: bool = True, tolerance: float = 1e-4, overwrite: bool = False) -> ExportResult:
     """Export ``network`` (in eval mode) for ``inputs``' shapes to ``out`` (suffix added if missing)."""
     import mindspore as ms
 
     fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    file_format, suffix = FORMATS[fmt]
-    if fmt == "air" and device != "ascend":
-        raise UsageError("--format air needs an Ascend device (MindSpore writes AIR only with the Ascend "
-                         f"backend; this process runs on {device}); export mindir or onnx here, or run on Ascend")
+    file_format, suffix = require_format(fmt, device)
     out = Path(out)
     path = out if out.suffix == suffix else out.with_name(out.name + suffix)
     if path.exists() and not overwrite:
@@ -105,11 +110,8 @@ def export(model: str, checkpoint: Optional[Path], fmt: str, *, out: Optional[Pa
     from geocli import api, runs
     from geocli.runtime import context
 
-    fmt = fmt.lower()
-    if fmt == "air" and (device or "").lower() != "ascend" and "ascend" not in context.available_devices():
-        raise UsageError("--format air needs an Ascend device (MindSpore writes AIR only with the Ascend "
-                         "backend, and none is available here); export mindir or onnx instead")
     ctx = context.setup(Path("."), device=device, mode="graph", seed=0, distributed=False)
+    require_format(fmt.lower(), ctx.device)  # refuse before loading the checkpoint
     loaded = api.load_model(model, checkpoint, overrides=overrides, task="export")
     if out is None:
         run = runs.run_dir_of_checkpoint(checkpoint) if checkpoint else None

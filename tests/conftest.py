@@ -42,12 +42,4 @@ def _isolated_runs(tmp_path, monkeypatch):
     yield
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 os.environ.setdefault("GLOG_v", "3")

@@ -15,7 +15,6 @@ import pytest
 from geocli.errors import LaunchError, UsageError
 from geocli.runtime import launch
 
-from conftest import free_port
 
 needs_msrun = pytest.mark.skipif(not launch.msrun_available(), reason="msrun (installed with MindSpore) not found")
 
@@ -110,15 +109,6 @@ def test_missing_msrun_is_a_clear_error(monkeypatch):
         launch.msrun_command(["train", "toy"], workers=2)
 
 
-def test_strip_launch_flags():
-    argv = ["-q", "train", "toy", "--distributed", "--workers", "2", "--nodes=1", "--node-rank", "0",
-            "--master-addr", "10.0.0.1", "--master-port=1234", "--rank-table", "t.json", "--dry-run",
-            "--set", "train.steps=3", "--preset", "default", "--", "--workers"]
-    assert launch.strip_launch_flags(argv) == ["-q", "train", "toy", "--set", "train.steps=3", "--preset",
-                                               "default", "--", "--workers"]
-    assert launch.strip_launch_flags(["train", "toy"]) == ["train", "toy"]
-
-
 @needs_msrun
 def test_dry_run_text_is_the_exact_shell_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the interpreter's folder is not on PATH
@@ -182,7 +172,7 @@ def test_msrun_two_workers_train_like_one_process_on_the_whole_batch(tmp_path):
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith(("MS_", "RANK_", "OMPI_"))}
     single = subprocess.Popen([sys.executable, str(script), str(out)], env=plain_env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    cmd = launch.msrun_command([sys.executable, str(script), str(out)], workers=2, master_port=free_port(),
+    cmd = launch.msrun_command([sys.executable, str(script), str(out)], workers=2, master_port=launch.find_free_port(),
                                log_dir=tmp_path / "logs", cluster_timeout=30)
     echoed = []
     try:
@@ -207,7 +197,7 @@ def test_msrun_two_workers_train_like_one_process_on_the_whole_batch(tmp_path):
 @needs_msrun
 def test_msrun_failure_names_the_failing_rank_quickly(tmp_path):
     script = _script(tmp_path, FAIL_SCRIPT, "fail.py")
-    cmd = launch.msrun_command([sys.executable, str(script)], workers=2, master_port=free_port(),
+    cmd = launch.msrun_command([sys.executable, str(script)], workers=2, master_port=launch.find_free_port(),
                                log_dir=tmp_path / "logs", cluster_timeout=30)
     start = time.monotonic()
     with pytest.raises(LaunchError) as info:
@@ -222,7 +212,7 @@ def test_msrun_failure_names_the_failing_rank_quickly(tmp_path):
 def test_msrun_timeout_stops_every_process(tmp_path):
     psutil = pytest.importorskip("psutil")
     script = _script(tmp_path, "import time\ntime.sleep(600)\n", "hang.py")
-    cmd = launch.msrun_command([sys.executable, str(script)], workers=2, master_port=free_port(),
+    cmd = launch.msrun_command([sys.executable, str(script)], workers=2, master_port=launch.find_free_port(),
                                log_dir=tmp_path / "logs", cluster_timeout=30)
     with pytest.raises(LaunchError, match="timed out after 4 s and was stopped"):
         launch.run_msrun(cmd, tmp_path / "logs", timeout=4, echo=lambda line: None)

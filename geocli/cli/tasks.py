@@ -44,7 +44,7 @@ def _progress_printer():
         if step >= total:
             progress.stop()
 
-    return update, progress
+    return update
 
 
 def train(
@@ -96,7 +96,7 @@ def train(
 
         launch_train.launch(spec.name, locals())
         return
-    update, _ = _progress_printer() if State.verbosity >= 0 else (None, None)
+    update = _progress_printer() if State.verbosity >= 0 else None
     from geocli import api
 
     result = api.train(spec.name, preset=preset, config_file=config, overrides=set_ or [], data=data, out=out,

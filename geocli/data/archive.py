@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
 from geocli.errors import DataError
+from geocli.fileio import atomic_write_text
 
 MANIFEST_NAME = ".geoloc-extracted.json"
 
@@ -59,10 +60,7 @@ class Manifest:
 
     def record(self, key: str, info: dict) -> None:
         self.data["archives"][key] = info
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
 
 def _clean(raw: str, archive: Path) -> str:

@@ -8,29 +8,12 @@ skips finished work) never sees half a file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
-PathLike = Union[str, Path]
-
-
-def _atomic_write_text(path: PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+from geocli.fileio import PathLike, atomic_write_text
 
 
 def _check_shapes(query_names: Sequence[str], indices: np.ndarray) -> np.ndarray:
@@ -54,7 +37,7 @@ def write_ranked_pairs(path: PathLike, query_names: Sequence[str], gallery_names
             raise ValueError(f"image name {name!r} contains whitespace; use the JSON writer")
     lines = [f"{query} {gallery_names[g]}\n"
              for query, row in zip(query_names, indices) for g in row if g >= 0]
-    return _atomic_write_text(path, "".join(lines))
+    return atomic_write_text(path, "".join(lines))
 
 
 def write_results_json(path: PathLike, query_names: Sequence[str], gallery_names: Sequence[str],
@@ -80,4 +63,4 @@ def write_results_json(path: PathLike, query_names: Sequence[str], gallery_names
             results.append(entry)
         queries.append({"query": query, "results": results})
     document = {"metric": metric, "k": int(indices.shape[1]), **(extra or {}), "queries": queries}
-    return _atomic_write_text(path, json.dumps(document, indent=1) + "\n")
+    return atomic_write_text(path, json.dumps(document, indent=1) + "\n")

@@ -42,11 +42,7 @@ from geocli.runtime.ranktable import RankTable, load_rank_table, rank_env
 
 __all__ = ["LaunchCommand", "WorkerRank", "dry_run_text", "find_free_port", "load_rank_table",
            "msrun_available", "msrun_command", "msrun_path", "rank_env", "rank_table_envs", "run_msrun",
-           "run_rank_table", "strip_launch_flags", "worker_env_rank"]
-
-#: ``geoloc train`` flags that configure the launch itself; a worker re-runs the command without them.
-LAUNCH_VALUE_FLAGS = ("--workers", "--nodes", "--node-rank", "--master-addr", "--master-port", "--rank-table")
-LAUNCH_SWITCHES = ("--distributed", "--no-distributed", "--dry-run", "--no-dry-run")
+           "run_rank_table", "worker_env_rank"]
 
 #: Seconds between a worker's failure and stopping msrun's scheduler (lets msrun finish killing workers).
 FAILURE_GRACE_SECONDS = 1.0
@@ -57,32 +53,6 @@ Echo = Callable[[str], None]
 
 
 # ----------------------------------------------------------------------------------------- arguments
-
-def strip_launch_flags(argv: Sequence[str]) -> List[str]:
-    """``geoloc train M --distributed --workers 2 --set a=1`` -> ``geoloc train M --set a=1``.
-
-    Removes :data:`LAUNCH_SWITCHES` and :data:`LAUNCH_VALUE_FLAGS` (as ``--flag VALUE`` or
-    ``--flag=VALUE``); everything after a ``--`` separator is left alone.
-    """
-    out: List[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            out.extend(args[i:])
-            break
-        if arg in LAUNCH_SWITCHES:
-            i += 1
-        elif arg in LAUNCH_VALUE_FLAGS:
-            i += 2
-        elif arg.split("=", 1)[0] in LAUNCH_VALUE_FLAGS:
-            i += 1
-        else:
-            out.append(arg)
-            i += 1
-    return out
-
 
 def _is_interpreter(arg: str) -> bool:
     return re.fullmatch(r"python[0-9.]*", Path(arg).name) is not None

@@ -85,6 +85,8 @@ class Trainer:
         self.plan, self.ctx = plan, ctx
         self.log = default_logger(ctx.log)
         self.optimizers = [build_optimizer(spec, plan.steps) for spec in plan.optimizers]
+        first = plan.optimizers[0]
+        self._logged_lr = lr_values(first.lr, first.schedule, plan.steps)  # computed once, read per log line
         self.term_index = {"total": 0, **{n: i + 1 for i, n in enumerate(plan.loss_names)}}
         for spec in plan.optimizers:
             if spec.loss not in self.term_index:
@@ -235,8 +237,7 @@ class Trainer:
 
     def _current_lr(self) -> float:
         """Learning rate of the first optimizer at the last step taken (for the log)."""
-        spec = self.plan.optimizers[0]
-        return float(lr_values(spec.lr, spec.schedule, self.plan.steps)[min(max(self.step - 1, 0), self.plan.steps - 1)])
+        return float(self._logged_lr[min(max(self.step - 1, 0), self.plan.steps - 1)])
 
 
 def load_weights(network, path: Path, mapper=None) -> List[str]:

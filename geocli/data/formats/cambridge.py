@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, List, Tuple
 
 from geocli.errors import DataError
+from geocli.fileio import atomic_write_text
 
 HEADER = ("Visual Landmark Dataset V1", "ImageFile, Camera Position [X Y Z W P Q R]", "")
 SPLITS = ("train", "test")
@@ -125,10 +126,5 @@ def format_row(row: PoseRow) -> str:
 
 def write(path: Path, rows: Iterable[PoseRow]) -> Path:
     """Write a pose list with the 3 header lines (6 decimals, as the distributed files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = [*HEADER, *(format_row(r) for r in rows)]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(body) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "\n".join(body) + "\n")
