@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
 import numpy as np
 
@@ -25,6 +25,17 @@ class ExportResult:
     format: str
     max_abs_diff: Optional[float]  # None when the check could not run (reason in ``note``)
     note: str = ""
+
+
+@dataclass
+class ExportGraph:
+    """One graph a backend exports: ``name`` ("" for a model's single graph; e.g. "ground", "satellite")
+    becomes a suffix of the file name, ``cell`` is the network in eval mode, ``inputs`` example arrays
+    that fix the input shapes."""
+
+    name: str
+    cell: Any
+    inputs: List[np.ndarray]
 
 
 def _as_list(outputs) -> List[np.ndarray]:
@@ -105,8 +116,9 @@ def export_network(network, inputs: List[np.ndarray], fmt: str, out: Path, *, de
 
 def export(model: str, checkpoint: Optional[Path], fmt: str, *, out: Optional[Path] = None,
            overrides: Iterable[str] = (), device: Optional[str] = None, check: bool = True,
-           tolerance: float = 1e-4, overwrite: bool = False) -> ExportResult:
-    """Library form of ``geoloc export``: load the checkpoint, export, check parity."""
+           tolerance: float = 1e-4, overwrite: bool = False) -> List[ExportResult]:
+    """Library form of ``geoloc export``: load the checkpoint, export every graph of the model
+    (``Backend.export_graphs``), check the parity of each."""
     from geocli import api, runs
     from geocli.runtime import context
 
@@ -116,5 +128,10 @@ def export(model: str, checkpoint: Optional[Path], fmt: str, *, out: Optional[Pa
     if out is None:
         run = runs.run_dir_of_checkpoint(checkpoint) if checkpoint else None
         out = (run / "export" if run else Path("exports")) / model
-    return export_network(loaded.network, loaded.backend.export_inputs(loaded.cfg), fmt, out,
-                          device=ctx.device, check=check, tolerance=tolerance, overwrite=overwrite)
+    out = Path(out)
+    results = []
+    for graph in loaded.backend.export_graphs(loaded.cfg, loaded.network):
+        target = out.with_name(f"{out.name}-{graph.name}") if graph.name else out
+        results.append(export_network(graph.cell, graph.inputs, fmt, target, device=ctx.device, check=check,
+                                      tolerance=tolerance, overwrite=overwrite))
+    return results

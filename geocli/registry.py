@@ -21,6 +21,37 @@ TASKS = ("train", "eval", "export", "match", "retrieve", "demo")
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A shared command-line flag whose values a model understands, mapped onto one config key.
+
+    ``geoloc train delf --stage attn`` is the override ``train.stage=attn`` when DELF declares
+    ``flags={"stage": Flag("train.stage", ("tuning", "attn"), ("train",), "...")}``; the choices are
+    validated before anything runs and offered by shell completion."""
+
+    key: str
+    choices: Tuple[str, ...]
+    tasks: Tuple[str, ...]
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class DataCommand:
+    """A ``geoloc data <kind> <name>`` command a backend brings (e.g. ``convert-mindrecord gldv2``).
+
+    ``target`` is "module:function" of a Typer command function, imported only when the command runs
+    or its help is shown."""
+
+    kind: str
+    name: str
+    target: str
+    summary: str
+
+
+#: The ``geoloc data`` verbs a backend may add named commands to.
+DATA_KINDS = ("convert-mindrecord", "synth", "npz-prep", "convert-weights")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What the CLI needs to know about a model without importing it."""
 
@@ -32,6 +63,10 @@ class ModelSpec:
     hidden: bool = False  # internal models (tests, smoke checks) stay out of listings and `demo`
     default_preset: str = "default"
     extra: Dict[str, str] = field(default_factory=dict)
+    #: flag name (without dashes) -> Flag, for the shared flags --stage, --setting, --dataset, --protocol, ...
+    flags: Dict[str, Flag] = field(default_factory=dict)
+    #: task -> "module:attr" of a typer.Typer app holding this model's own sub-commands of that task
+    commands: Dict[str, str] = field(default_factory=dict)
 
     def supports(self, task: str) -> bool:
         return task in self.tasks
@@ -42,6 +77,7 @@ class ModelSpec:
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
+_DATA_COMMANDS: Dict[Tuple[str, str], DataCommand] = {}
 _LOADED = False
 
 
@@ -51,6 +87,21 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model {spec.name!r} declares unknown tasks {sorted(unknown)}")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def register_data_command(kind: str, name: str, target: str, summary: str) -> DataCommand:
+    """Add ``geoloc data <kind> <name>``; called from a backend package's ``__init__`` (no heavy imports)."""
+    if kind not in DATA_KINDS:
+        raise ValueError(f"unknown data command kind {kind!r}; known: {', '.join(DATA_KINDS)}")
+    entry = DataCommand(kind, name, target, summary)
+    _DATA_COMMANDS[(kind, name)] = entry
+    return entry
+
+
+def data_commands(kind: str) -> List[DataCommand]:
+    """The registered ``geoloc data <kind> NAME`` commands, sorted by name."""
+    _ensure_loaded()
+    return [c for (k, _), c in sorted(_DATA_COMMANDS.items()) if k == kind]
 
 
 def _ensure_loaded() -> None:

@@ -160,14 +160,15 @@ def export(
     """
     from geocli.export import export as do_export
 
-    result = do_export(model, checkpoint, fmt, out=out, overrides=set_ or [], device=device,
-                       check=not no_check, overwrite=overwrite)
+    results = do_export(model, checkpoint, fmt, out=out, overrides=set_ or [], device=device,
+                        check=not no_check, overwrite=overwrite)
     con = console()
-    con.print(f"wrote {result.path}")
-    if result.max_abs_diff is not None:
-        con.print(f"reloaded export vs network: max abs difference {result.max_abs_diff:.3g}")
-    elif result.note:
-        con.print(f"parity check: {result.note}")
+    for result in results:
+        con.print(f"wrote {result.path}")
+        if result.max_abs_diff is not None:
+            con.print(f"reloaded export vs network: max abs difference {result.max_abs_diff:.3g}")
+        elif result.note:
+            con.print(f"parity check: {result.note}")
 
 
 InputsArg = Annotated[List[Path], typer.Argument(help="Image files (or a folder, where the model allows it).",

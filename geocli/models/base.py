@@ -33,6 +33,15 @@ class Backend:
         """Example NumPy inputs that fix the exported graph's input shapes."""
         raise self._unsupported("export")
 
+    def export_graphs(self, cfg: Dict[str, Any], network) -> List[Any]:
+        """The graphs ``geoloc export`` writes, as :class:`geocli.export.ExportGraph` (name, cell, inputs).
+
+        The default is one graph: the network for :meth:`export_inputs`. Models with several deployable
+        parts (VIGOR's two branches and offset head, SDNet's per-modality branches) override this."""
+        from geocli.export import ExportGraph
+
+        return [ExportGraph("", network, self.export_inputs(cfg))]
+
     def map_weights(self, params: Dict[str, Any], cfg: Dict[str, Any]) -> Dict[str, Any]:
         """Rename a foreign checkpoint's parameters (e.g. a ModelZoo port's) to this network's names.
 

@@ -108,13 +108,17 @@ class IndexedSource(BatchSource):
 
     def __init__(self, n_items: int, batch_size: int, load: Callable[..., Batch], seed: int = 0,
                  rank: int = 0, group_size: int = 1, shuffle: bool = True, drop_last: bool = True,
-                 sampler: Optional[Callable[[np.random.Generator], np.ndarray]] = None):
+                 sampler: Optional[Callable[[np.random.Generator], np.ndarray]] = None,
+                 workers: int = 0, prefetch: int = 2):
         if n_items < batch_size * group_size and drop_last:
             raise ValueError(f"{n_items} items cannot fill one global batch of {batch_size} x {group_size}")
         self.n_items, self.batch_size, self.load = n_items, batch_size, load
         self.seed, self.rank, self.group_size = seed, rank, group_size
         self.shuffle, self.drop_last, self.sampler = shuffle, drop_last, sampler
         self.global_batch = batch_size * group_size
+        # Parallel decoding (``data.workers`` processes, ``data.prefetch`` batches ahead): see the input
+        # pipeline (docs/backends.md). ``load`` must then be picklable and import no MindSpore.
+        self.workers, self.prefetch = workers, prefetch
 
     def _order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])
