@@ -142,13 +142,19 @@ def _task_dir(kind: str, model: str, checkpoint: Optional[Path], out: Optional[P
 def evaluate(model: str, checkpoint: Optional[Path], *, data: Optional[Path] = None, out: Optional[Path] = None,
              preset: Optional[str] = None, config_file: Optional[Path] = None, overrides: Iterable[str] = (),
              device: Optional[str] = None, mode: str = "graph", threads: Optional[int] = None,
-             quiet: bool = False):
-    """Evaluate with the model's published protocol; returns (metrics, output folder with metrics.json)."""
+             quiet: bool = False, engine: str = "mindspore"):
+    """Evaluate with the model's published protocol; returns (metrics, output folder with metrics.json).
+
+    ``engine`` runs the network in MindSpore or in onnxruntime (``geocli.runtime.engine``)."""
+    from geocli.runtime import engine as engines
+
+    engine = engines.check(engine)
     registry.get(model, "eval")
     out_dir = _task_dir("eval", model, checkpoint, out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = _context(out_dir, device, mode, 0, threads, quiet, distributed=False)
     loaded = load_model(model, checkpoint, preset=preset, config_file=config_file, overrides=overrides, task="eval")
+    ctx.engine, ctx.checkpoint = engines.require(loaded.backend, engine, "eval"), checkpoint
     metrics = loaded.backend.evaluate(loaded.cfg, Path(data) if data else None, loaded.network, out_dir, ctx)
     write_metrics(out_dir, model, metrics, checkpoint=checkpoint, data=data)
     ctx.log.close()
@@ -165,15 +171,22 @@ def write_metrics(out_dir: Path, model: str, metrics: Dict[str, Any], *, checkpo
 
 def infer(task: str, model: str, inputs: Sequence[Path], checkpoint: Optional[Path], *,
           out: Optional[Path] = None, overrides: Iterable[str] = (), device: Optional[str] = None,
-          mode: str = "graph", threads: Optional[int] = None, quiet: bool = False, **options):
-    """``retrieve`` or ``match``: run the backend's inference command; returns (result, output folder)."""
+          mode: str = "graph", threads: Optional[int] = None, quiet: bool = False, engine: str = "mindspore",
+          **options):
+    """``retrieve`` or ``match``: run the backend's inference command; returns (result, output folder).
+
+    ``engine`` runs the network in MindSpore or in onnxruntime (``geocli.runtime.engine``)."""
+    from geocli.runtime import engine as engines
+
     if task not in ("retrieve", "match"):
         raise ValueError(task)
+    engine = engines.check(engine)
     registry.get(model, task)
     out_dir = _task_dir(task, model, checkpoint, out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = _context(out_dir, device, mode, 0, threads, quiet, distributed=False)
     loaded = load_model(model, checkpoint, overrides=overrides, task=task)
+    ctx.engine, ctx.checkpoint = engines.require(loaded.backend, engine, task), checkpoint
     method = getattr(loaded.backend, task)
     result = method(loaded.cfg, [Path(p) for p in inputs], loaded.network, out_dir, ctx, **options)
     ctx.log.close()
