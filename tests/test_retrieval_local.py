@@ -1,55 +1,62 @@
-"""IVF index, RANSAC verification and DELF-style local retrieval on structured synthetic data."""
+"""Descriptor index (exact NumPy / faiss IVF), RANSAC verification and DELF-style local retrieval."""
 
 import numpy as np
 import pytest
 
-from geocli.retrieval.ivf import IVFIndex, train_kmeans
+from geocli.errors import DataError
+from geocli.retrieval.ann import DescriptorIndex
 from geocli.retrieval.local import LocalIndex
 from geocli.retrieval.store import FeatureStore
 from geocli.retrieval.synthetic import make_local_set, random_affine
-from geocli.retrieval.verify import count_inliers
+from geocli.retrieval.verify import count_inliers, ransac_affine
 
 
-def test_kmeans_finds_separated_clusters():
-    rng = np.random.default_rng(0)
-    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=np.float32)
-    x = np.repeat(centres, 100, axis=0) + rng.normal(0, 0.3, (400, 2)).astype(np.float32)
-    found = train_kmeans(x, 4, iterations=20, seed=3)
-    distance_to_nearest = np.linalg.norm(found[:, None] - centres[None], axis=2).min(axis=1)
-    assert np.all(distance_to_nearest < 0.2)
-
-
-def test_ivf_with_all_cells_probed_is_exact():
+def test_exact_index_matches_brute_force_and_marks_missing_neighbours():
     rng = np.random.default_rng(1)
     data = rng.standard_normal((500, 8)).astype(np.float32)
     queries = rng.standard_normal((20, 8)).astype(np.float32)
-    index = IVFIndex.build(data, n_cells=10)
-    dist, rows = index.search(queries, k=5, nprobe=10)
+    dist, rows = DescriptorIndex.build(data, kind="exact").search(queries, k=5)
     full = np.linalg.norm(queries[:, None] - data[None], axis=2)
     expected = np.argsort(full, axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(rows, expected)
     np.testing.assert_allclose(dist, np.take_along_axis(full, expected, axis=1), rtol=1e-4, atol=1e-4)
+    small = DescriptorIndex.build(np.array([[0, 0], [1, 0], [5, 5]], np.float32), kind="exact")
+    dist, rows = small.search(np.array([[0, 0]], np.float32), k=5, max_distance=1.5)
+    assert rows.tolist() == [[0, 1, -1, -1, -1]] and np.isinf(dist[0, 2:]).all()
 
 
-def test_ivf_marks_missing_neighbours_and_distance_bound():
-    data = np.array([[0, 0], [1, 0], [5, 5]], dtype=np.float32)
-    index = IVFIndex.build(data, n_cells=1)
-    dist, rows = index.search(np.array([[0, 0]], np.float32), k=5, max_distance=1.5)
-    assert rows.tolist() == [[0, 1, -1, -1, -1]]
-    assert dist[0, :2].tolist() == [0.0, 1.0] and np.isinf(dist[0, 2:]).all()
+def test_faiss_ivf_agrees_with_exact_when_every_cell_is_probed(tmp_path):
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((4000, 16)).astype(np.float32)
+    queries = rng.standard_normal((30, 16)).astype(np.float32)
+    ivf = DescriptorIndex.build(data, kind="ivf", n_cells=16)
+    exact = DescriptorIndex.build(data, kind="exact")
+    _, ivf_rows = ivf.search(queries, k=3, nprobe=16)
+    _, exact_rows = exact.search(queries, k=3)
+    np.testing.assert_array_equal(ivf_rows, exact_rows)
+    _, few = ivf.search(queries, k=1, nprobe=2)
+    assert np.mean(few[:, 0] == exact_rows[:, 0]) > 0.4  # approximate with few cells probed
+    ivf.save(tmp_path / "ivf")
+    reloaded = DescriptorIndex.load(tmp_path / "ivf")
+    np.testing.assert_array_equal(reloaded.search(queries, k=3, nprobe=16)[1], exact_rows)
+    with pytest.raises(DataError, match="16-d"):
+        reloaded.search(np.zeros((1, 8), np.float32))
 
 
-def test_count_inliers_exact_affine_degenerate_and_random():
+def test_ransac_recovers_a_known_affine():
     rng = np.random.default_rng(2)
     src = rng.uniform(0, 500, (60, 2))
     affine = random_affine(rng, (640, 480))
     dst = src @ affine[:, :2].T + affine[:, 2]
-    assert count_inliers(src, dst) == 60
+    dst[:20] = rng.uniform(0, 500, (20, 2))  # a third of outliers
+    matrix, inliers = ransac_affine(src, dst)
+    np.testing.assert_allclose(matrix, affine, atol=1e-3)
+    assert inliers[20:].all() and inliers[:20].sum() <= 2
     assert count_inliers(src[:2], dst[:2]) == 0  # fewer than three correspondences
     line = np.stack([np.arange(10.0), np.arange(10.0)], axis=1)
     assert count_inliers(line, line * 2) <= 10   # collinear: no crash
-    random_dst = rng.uniform(0, 500, (60, 2))
-    assert count_inliers(src, random_dst, residual_threshold=5) < 10
+    assert count_inliers(src, rng.uniform(0, 500, (60, 2)), residual_threshold=5) < 10
+    assert count_inliers(src, dst) == count_inliers(src, dst)  # seeded: reproducible
     with pytest.raises(ValueError):
         count_inliers(src, dst[:5])
 
@@ -64,12 +71,13 @@ def _with_shuffled_copy(synthetic, query):
     return descriptors, locations
 
 
-def test_right_image_ranks_first_with_many_inliers():
+@pytest.mark.parametrize("kind", ["exact", "ivf"])
+def test_right_image_ranks_first_with_many_inliers(kind):
     synthetic = make_local_set(n_images=60, n_features=200, n_queries=3, inlier_share=0.4, seed=4)
-    index = LocalIndex.build(synthetic.db_descriptors, synthetic.db_locations, n_cells=16)
+    index = LocalIndex.build(synthetic.db_descriptors, synthetic.db_locations, kind=kind, n_cells=16)
     for q, source in enumerate(synthetic.query_sources):
-        result = index.query(synthetic.query_locations[q], synthetic.query_descriptors[q],
-                             nprobe=16, shortlist=20)
+        result = index.query(synthetic.query_locations[q], synthetic.query_descriptors[q], k=5,
+                             nprobe=16, verify=20)
         assert result.images[0] == source
         assert result.inliers[0] >= 60  # 80 true correspondences with 1 px noise
         assert np.all(result.inliers[1:] <= 10)
@@ -80,21 +88,38 @@ def test_verification_demotes_an_image_with_votes_but_no_geometry():
     synthetic = make_local_set(n_images=60, n_features=200, n_queries=1, inlier_share=0.4, seed=4)
     descriptors, locations = _with_shuffled_copy(synthetic, query=0)
     shuffled = len(descriptors) - 1
-    index = LocalIndex.build(descriptors, locations, n_cells=16)
-    result = index.query(synthetic.query_locations[0], synthetic.query_descriptors[0], nprobe=16)
+    index = LocalIndex.build(descriptors, locations)
+    result = index.query(synthetic.query_locations[0], synthetic.query_descriptors[0], k=2, max_distance=0.8)
     assert result.votes[shuffled] >= 60  # as many votes as the true image...
     assert result.images[0] == synthetic.query_sources[0] and result.inliers[0] >= 60
     assert result.inliers[result.images == shuffled][0] <= 10  # ...but no consistent geometry
 
 
-def test_query_without_features_and_index_from_store(tmp_path):
+def test_short_list_vs_verify_all_and_the_minimum_of_putative_matches():
+    synthetic = make_local_set(n_images=40, n_features=100, n_queries=1, seed=6)
+    index = LocalIndex.build(synthetic.db_descriptors, synthetic.db_locations)
+    loc, desc = synthetic.query_locations[0], synthetic.query_descriptors[0]
+    everything = index.query(loc, desc, k=60, verify=None)
+    assert np.all(everything.votes[everything.images] >= 4)
+    assert everything.images.size == np.count_nonzero(everything.votes >= 4)  # the last group too
+    short = index.query(loc, desc, k=60, verify=3)
+    assert short.images.size == 3 and short.images[0] == everything.images[0]
+    strict = index.query(loc, desc, k=60, verify=None, min_matches=10 ** 6)
+    assert strict.images.size == 0 and strict.ranking()[0] == np.argmax(strict.votes)
+
+
+def test_index_from_store_save_load_and_empty_query(tmp_path):
     synthetic = make_local_set(n_images=8, n_features=50, n_queries=1, seed=5)
     with FeatureStore(tmp_path / "local.h5") as store:
         for i, (loc, desc) in enumerate(zip(synthetic.db_locations, synthetic.db_descriptors)):
             store.write(f"db/{i:02d}.jpg", {"locations": loc, "descriptors": desc})
-        index = LocalIndex.from_store(store, n_cells=4)
+        index = LocalIndex.from_store(store)
     assert index.names == [f"db/{i:02d}.jpg" for i in range(8)] and index.n_images == 8
     empty = index.query(np.zeros((0, 2)), np.zeros((0, 40), np.float32))
     assert empty.images.size == 0 and empty.votes.sum() == 0 and empty.ranking().size == 8
-    result = index.query(synthetic.query_locations[0], synthetic.query_descriptors[0], nprobe=4)
-    assert result.images[0] == synthetic.query_sources[0]
+    index.save(tmp_path / "index")
+    reloaded = LocalIndex.load(tmp_path / "index")
+    result = reloaded.query(synthetic.query_locations[0], synthetic.query_descriptors[0], k=5)
+    assert reloaded.names == index.names and result.images[0] == synthetic.query_sources[0]
+    with pytest.raises(DataError, match="nothing to index"):
+        LocalIndex.build([np.zeros((0, 40))], [np.zeros((0, 2))])

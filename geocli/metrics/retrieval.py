@@ -6,11 +6,13 @@ Two protocols, kept apart on purpose because they give different numbers for the
   good+ok positives, junk skipped, trapezoids of the precision-recall curve starting at precision 1.
 - :func:`revisited_map` is ``compute_map`` of the revisitop code (Radenovic et al., CVPR 2018): integer
   database indices, per-setting ``ok``/``junk`` built by :func:`revisited_gnd`, and mP@k.
+- :func:`port_metrics` / :func:`format_port_metrics` are the DELF port's ``ComputeMetrics`` (the same AP,
+  plus mean precision *and recall* at k = 10..90) and its ``mAP.txt`` writer.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -140,3 +142,72 @@ def revisited_map(ranks: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]],
     if not valid.any():
         return float("nan"), aps, np.full(len(kappas), np.nan), p_at_k
     return float(aps[valid].mean()), aps, p_at_k[valid].mean(axis=0), p_at_k
+
+
+#: The port's precision/recall ranks: ``range(num_index_images)[10:100:10]`` (DELF ``eval.py``).
+PORT_PR_RANKS = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+
+def port_metrics(ranks: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]],
+                 pr_ranks: Sequence[int] = PORT_PR_RANKS) -> Dict[str, np.ndarray]:
+    """The DELF port's ``ComputeMetrics`` (``src/dataset.py``): mAP, mean precision and recall at k.
+
+    ``ranks`` is ``(n_query, n_db)`` (one full ranking per row, unlike :func:`revisited_map`). AP is
+    the same trapezoidal AP on junk-adjusted positions; P@k uses ``min(last positive's 1-based
+    position, k)`` and R@k = positives within k / positives. Queries without positives are NaN and
+    left out of the means. Returns a dict with ``map``, ``mp``, ``mr`` (means) and ``ap``,
+    ``precisions``, ``recalls`` per query.
+    """
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 2 or ranks.shape[0] != len(gnd):
+        raise ValueError(f"ranks must be (n_query={len(gnd)}, n_db), got shape {ranks.shape}")
+    pr_ranks = [int(k) for k in pr_ranks]
+    if pr_ranks and max(pr_ranks) > ranks.shape[1]:
+        raise ValueError(f"precision/recall ranks up to {max(pr_ranks)} need at least that many "
+                         f"database images, there are {ranks.shape[1]}")
+    n_query = len(gnd)
+    aps = np.full(n_query, np.nan)
+    precisions = np.full((n_query, len(pr_ranks)), np.nan)
+    recalls = np.full((n_query, len(pr_ranks)), np.nan)
+    for i, query in enumerate(gnd):
+        ok = np.asarray(query["ok"], dtype=np.int64)
+        if ok.size == 0:
+            continue
+        junk = np.asarray(query.get("junk", ()), dtype=np.int64)
+        positions = np.flatnonzero(np.isin(ranks[i], ok))
+        junk_positions = np.flatnonzero(np.isin(ranks[i], junk))
+        positions = positions - np.searchsorted(junk_positions, positions, side="left")
+        aps[i] = _revisited_ap(positions, positions.size) if positions.size else 0.0
+        one_based = positions + 1
+        for c, k in enumerate(pr_ranks):
+            if one_based.size == 0:
+                precisions[i, c] = recalls[i, c] = 0.0
+                continue
+            recalls[i, c] = np.count_nonzero(one_based <= k) / one_based.size
+            k_eff = min(int(one_based.max()), k)
+            precisions[i, c] = np.count_nonzero(one_based <= k_eff) / k_eff
+    valid = ~np.isnan(aps)
+    mean = (lambda a: a[valid].mean(axis=0)) if valid.any() else (lambda a: np.full(a.shape[1:], np.nan))
+    return {"map": mean(aps), "mp": mean(precisions), "mr": mean(recalls), "ap": aps,
+            "precisions": precisions, "recalls": recalls}
+
+
+def format_port_metrics(results: Mapping[str, Mapping[str, np.ndarray]],
+                        pr_ranks: Sequence[int] = PORT_PR_RANKS) -> str:
+    """The text of the port's ``mAP.txt`` (``SaveMetricsFile``): protocols sorted by name, values x 100
+    rounded to 2 decimals, NumPy's array printing, e.g.::
+
+        easy
+          mAP=91.85
+          mP@k[10 20 30 40 50 60 70 80 90] [...]
+          mR@k[10 20 30 40 50 60 70 80 90] [...]
+    """
+    ranks = np.array([int(k) for k in pr_ranks])
+    text = []
+    for name in sorted(results):
+        r = results[name]
+        text.append("{}\n  mAP={}\n  mP@k{} {}\n  mR@k{} {}\n".format(
+            name, np.around(float(r["map"]) * 100, decimals=2), ranks,
+            np.around(np.asarray(r["mp"], dtype=np.float64) * 100, decimals=2), ranks,
+            np.around(np.asarray(r["mr"], dtype=np.float64) * 100, decimals=2)))
+    return "".join(text)

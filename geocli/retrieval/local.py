@@ -2,51 +2,72 @@
 
 A query goes through three stages, each cheaper than doing the next on everything:
 
-1. every query descriptor finds its ``k`` approximate nearest neighbours within ``max_distance`` in
-   one :class:`~geocli.retrieval.ivf.IVFIndex` over all database descriptors;
-2. each database image gets one vote per query descriptor with a neighbour in it, and the ``shortlist``
-   images with most votes are kept;
-3. only those are verified: the neighbour pairs found in stage 1 are the putative correspondences,
-   and the affine-RANSAC inlier count (:func:`~geocli.retrieval.verify.count_inliers`) is the score.
+1. every query descriptor finds its ``k`` nearest database descriptors (optionally within
+   ``max_distance``) in one :class:`~geocli.retrieval.ann.DescriptorIndex` over all database
+   descriptors, as the port does with Annoy (60 neighbours, no distance bound);
+2. the (query descriptor, database descriptor) pairs are grouped by database image: a group is that
+   image's putative correspondences and its size is the image's votes;
+3. the ``verify`` most-voted images with at least ``min_matches`` (4, the port's ``--threshold``)
+   putative correspondences are verified with affine RANSAC; score = inliers.
 
-Stage 1 replaces DELF's per-pair KD-tree matching, so no image outside the short list costs anything.
+``verify=None`` verifies every image with enough putative matches: the port's exhaustive procedure
+(``perform_retrieval.py``), minus its bug of never verifying the last group of the sorted pair list.
+The final ranking is deterministic: verified images by inliers, then votes, then database index;
+then the rest by votes, then index (the port's ``np.argsort(-score)`` leaves ties to the sort).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from geocli.retrieval.ivf import IVFIndex
+from geocli.errors import DataError
+from geocli.retrieval.ann import DescriptorIndex
 from geocli.retrieval.verify import DEFAULT_RESIDUAL_THRESHOLD, count_inliers
 
-#: DELF's ``_DISTANCE_THRESHOLD`` for unit-norm 40-d descriptors (``match_images.py``).
+#: DELF's ``_DISTANCE_THRESHOLD`` of the pairwise matcher for unit-norm 40-d descriptors.
 DEFAULT_MAX_DISTANCE = 0.8
+#: Neighbours per query descriptor in the port's retrieval (``get_nns_by_vector(feature, 60)``).
+DEFAULT_K = 60
+#: Putative correspondences an image needs before it is verified (the port's ``--threshold 4``).
+DEFAULT_MIN_MATCHES = 4
+
+_LOCATIONS = "locations.npy"
+_IMAGES = "image_of_row.npy"
+_NAMES = "names.json"
 
 
 @dataclass
 class LocalQueryResult:
-    """The verified short list (best first) and the votes every database image received."""
+    """The verified images (best first) and the votes every database image received."""
 
-    images: np.ndarray   # short-listed image indices, by inliers, then votes, then index
-    inliers: np.ndarray  # RANSAC inliers of each short-listed image
-    votes: np.ndarray    # (n_images,) votes of every database image
+    images: np.ndarray   # verified image indices, by inliers, then votes, then index
+    inliers: np.ndarray  # RANSAC inliers of each verified image
+    votes: np.ndarray    # (n_images,) putative correspondences of every database image
 
     def ranking(self) -> np.ndarray:
-        """All database images: the verified short list, then the rest by votes, then index."""
+        """All database images: the verified ones, then the rest by votes, then index."""
         rest = np.setdiff1d(np.arange(self.votes.size), self.images)
         rest = rest[np.lexsort((rest, -self.votes[rest]))]
-        return np.concatenate([self.images, rest])
+        return np.concatenate([self.images, rest]).astype(np.int64)
+
+    def scores(self) -> np.ndarray:
+        """Inliers of every database image in :meth:`ranking` order (0 where not verified)."""
+        out = np.zeros(self.votes.size, dtype=np.int64)
+        out[: self.images.size] = self.inliers
+        return out
 
 
 class LocalIndex:
     """Descriptors and keypoint locations of a whole database, searchable by descriptor."""
 
-    def __init__(self, ivf: IVFIndex, image_of_row: np.ndarray, locations: np.ndarray,
+    def __init__(self, ann: DescriptorIndex, image_of_row: np.ndarray, locations: np.ndarray,
                  n_images: int, names: Optional[Sequence[str]] = None):
-        self.ivf = ivf
+        self.ann = ann
         self.image_of_row = image_of_row  # database image of each descriptor row
         self.locations = locations        # (n_rows, 2) keypoint location of each descriptor row
         self.n_images = int(n_images)     # images without features still get a (zero) vote count
@@ -54,19 +75,23 @@ class LocalIndex:
 
     @classmethod
     def build(cls, descriptors: Sequence[np.ndarray], locations: Sequence[np.ndarray],
-              names: Optional[Sequence[str]] = None, n_cells: Optional[int] = None,
-              seed: int = 0) -> "LocalIndex":
+              names: Optional[Sequence[str]] = None, kind: str = "auto", n_cells: Optional[int] = None,
+              nprobe: int = 8, seed: int = 0) -> "LocalIndex":
         """Indexes one ``(n_i, d)`` descriptor array and ``(n_i, 2)`` location array per image."""
         if len(descriptors) != len(locations):
             raise ValueError(f"{len(descriptors)} descriptor arrays but {len(locations)} location arrays")
         counts = np.array([len(d) for d in descriptors], dtype=np.int64)
         if any(len(loc) != n for loc, n in zip(locations, counts)):
             raise ValueError("each image needs as many locations as descriptors")
+        if counts.sum() == 0:
+            raise DataError("no image of the database has any local feature: nothing to index "
+                            "(check extract.score_threshold against the scores the model produces)")
         image_of_row = np.repeat(np.arange(len(descriptors), dtype=np.int32), counts)
         all_locations = np.concatenate([np.asarray(loc, np.float32).reshape(-1, 2) for loc in locations])
-        ivf = IVFIndex.build(np.concatenate(descriptors).astype(np.float32, copy=False),
-                             n_cells=n_cells, seed=seed)
-        return cls(ivf, image_of_row, all_locations, len(descriptors), names)
+        dim = next(np.asarray(d).shape[1] for d, n in zip(descriptors, counts) if n)
+        matrix = np.concatenate([np.asarray(d, np.float32).reshape(-1, dim) for d in descriptors])
+        ann = DescriptorIndex.build(matrix, kind=kind, n_cells=n_cells, nprobe=nprobe, seed=seed)
+        return cls(ann, image_of_row, all_locations, len(descriptors), names)
 
     @classmethod
     def from_store(cls, store, names: Optional[Sequence[str]] = None, descriptor_key: str = "descriptors",
@@ -77,38 +102,57 @@ class LocalIndex:
         return cls.build([a[descriptor_key] for a in arrays], [a[location_key] for a in arrays],
                          names=names, **build_kwargs)
 
-    def query(self, locations: np.ndarray, descriptors: np.ndarray, k: int = 10, nprobe: int = 8,
-              max_distance: float = DEFAULT_MAX_DISTANCE, shortlist: int = 100,
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, folder: Union[str, Path]) -> Path:
+        folder = Path(folder)
+        self.ann.save(folder)
+        np.save(folder / _LOCATIONS, self.locations)
+        np.save(folder / _IMAGES, self.image_of_row)
+        names = self.names if self.names is not None else [str(i) for i in range(self.n_images)]
+        (folder / _NAMES).write_text(json.dumps(names) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: Union[str, Path]) -> "LocalIndex":
+        folder = Path(folder)
+        if not (folder / _NAMES).is_file():
+            raise DataError(f"{folder}: not a local-feature index (no {_NAMES}); build one with `index`")
+        ann = DescriptorIndex.load(folder)
+        names = json.loads((folder / _NAMES).read_text(encoding="utf-8"))
+        return cls(ann, np.load(folder / _IMAGES, allow_pickle=False),
+                   np.load(folder / _LOCATIONS, allow_pickle=False), len(names), names)
+
+    # ---- query ---------------------------------------------------------------------------------
+    def query(self, locations: np.ndarray, descriptors: np.ndarray, k: int = DEFAULT_K,
+              nprobe: Optional[int] = None, max_distance: float = np.inf, verify: Optional[int] = 100,
+              min_matches: int = DEFAULT_MIN_MATCHES,
               residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD) -> LocalQueryResult:
         """Retrieves and verifies database images for one query image's local features.
 
-        ``k`` neighbours per query descriptor, searched in the ``nprobe`` nearest IVF cells, count
-        when closer than ``max_distance``; the ``shortlist`` most-voted images are verified with
-        RANSAC at ``residual_threshold`` pixels.
-
-        A query descriptor votes at most once per image (its nearest neighbour there is its
-        correspondence), so repeated texture in one database image cannot outvote real matches.
-        Images without votes are never verified; fewer than ``shortlist`` may come back.
+        ``verify`` is the short-list length (``None``: every image with ``min_matches`` pairs).
+        Images with fewer than ``min_matches`` putative correspondences are never verified.
         """
         locations = np.asarray(locations, dtype=np.float32).reshape(-1, 2)
         if len(locations) != len(descriptors):
             raise ValueError(f"{len(locations)} query locations but {len(descriptors)} descriptors")
         votes = np.zeros(self.n_images, dtype=np.int64)
+        empty = LocalQueryResult(np.empty(0, np.int64), np.empty(0, np.int64), votes)
         if len(descriptors) == 0:
-            return LocalQueryResult(np.empty(0, np.int64), np.empty(0, np.int64), votes)
-        _, rows = self.ivf.search(descriptors, k=k, nprobe=nprobe, max_distance=max_distance)
+            return empty
+        _, rows = self.ann.search(descriptors, k=k, nprobe=nprobe, max_distance=max_distance)
         query_feature = np.repeat(np.arange(len(descriptors)), rows.shape[1])
         rows = rows.ravel()
         found = rows >= 0
         query_feature, rows = query_feature[found], rows[found]
         images = self.image_of_row[rows].astype(np.int64)
-        # rows are nearest-first per query feature, so the first (feature, image) pair is the nearest
-        _, first = np.unique(query_feature * self.n_images + images, return_index=True)
-        query_feature, rows, images = query_feature[first], rows[first], images[first]
         votes += np.bincount(images, minlength=self.n_images)
 
-        candidates = np.flatnonzero(votes)
-        candidates = candidates[np.lexsort((candidates, -votes[candidates]))][:shortlist]
+        candidates = np.flatnonzero(votes >= max(int(min_matches), 1))
+        candidates = candidates[np.lexsort((candidates, -votes[candidates]))]
+        if verify is not None:
+            candidates = candidates[: max(int(verify), 0)]
+        if candidates.size == 0:
+            return empty
         by_image = np.argsort(images, kind="stable")
         bounds = np.searchsorted(images[by_image], np.stack([candidates, candidates + 1]))
         inliers = np.zeros(len(candidates), dtype=np.int64)
