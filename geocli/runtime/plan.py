@@ -96,29 +96,46 @@ class BatchSource:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release workers or files; called by the trainer on every exit."""
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Arrays that must be checkpointed for an exact resume (a refreshed sampler pool)."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        pass
+
 
 class IndexedSource(BatchSource):
-    """Batches from an indexable dataset with a per-epoch seeded shuffle, sharded by rank.
+    """Batches from an indexable dataset with a per-epoch seeded order, sharded by rank, optionally
+    decoded in worker processes (the input pipeline: docs/input-pipeline.md).
 
-    ``load(indices) -> Batch`` builds one batch (e.g. reads and augments images). Every rank draws the
-    same global permutation and takes its own contiguous slice of each global batch, so N ranks with
-    batch B see exactly the batches of one process with batch N*B (what the distributed equality test
-    checks). ``augment_seed`` gives ``load`` a seed per (epoch, step) for reproducible augmentation.
+    ``load(indices, seed) -> Batch`` builds one batch (e.g. reads and augments images); ``seed`` is
+    ``(seed, epoch, step, rank)`` and every random choice of ``load`` must come from it. Every rank draws
+    the same global order and takes its own contiguous slice of each global batch, so N ranks with batch
+    B see exactly the batches of one process with batch N*B (what the distributed equality test checks).
+    The main process computes each batch's indices and seed; ``data.workers`` processes only run
+    ``load``, ``data.prefetch`` batches ahead. So batches do not depend on the worker count, and
+    ``epoch(e, start)`` begins at any step without building the ones before it.
     """
 
     def __init__(self, n_items: int, batch_size: int, load: Callable[..., Batch], seed: int = 0,
                  rank: int = 0, group_size: int = 1, shuffle: bool = True, drop_last: bool = True,
                  sampler: Optional[Callable[[np.random.Generator], np.ndarray]] = None,
-                 workers: int = 0, prefetch: int = 2):
+                 workers: Any = 0, prefetch: Any = 2):
+        from geocli.data.pipeline import resolve_prefetch, resolve_workers
+
         if n_items < batch_size * group_size and drop_last:
             raise ValueError(f"{n_items} items cannot fill one global batch of {batch_size} x {group_size}")
         self.n_items, self.batch_size, self.load = n_items, batch_size, load
         self.seed, self.rank, self.group_size = seed, rank, group_size
         self.shuffle, self.drop_last, self.sampler = shuffle, drop_last, sampler
         self.global_batch = batch_size * group_size
-        # Parallel decoding (``data.workers`` processes, ``data.prefetch`` batches ahead): see the input
-        # pipeline (docs/backends.md). ``load`` must then be picklable and import no MindSpore.
-        self.workers, self.prefetch = workers, prefetch
+        self.workers = resolve_workers(workers, group_size)
+        self.prefetch = resolve_prefetch(prefetch)
+        self._pool = None
+        self._epoch_length: Optional[int] = None
 
     def _order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])
@@ -127,16 +144,49 @@ class IndexedSource(BatchSource):
         return rng.permutation(self.n_items) if self.shuffle else np.arange(self.n_items)
 
     def steps_per_epoch(self) -> int:
-        n = len(self._order(0)) if self.sampler is not None else self.n_items
+        if self._epoch_length is None:  # a sampler's epoch has the same length every epoch
+            self._epoch_length = len(self._order(0)) if self.sampler is not None else self.n_items
+        n = self._epoch_length
         return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+    def tasks(self, epoch: int, start: int = 0) -> Iterator[Tuple[np.ndarray, Tuple[int, int, int, int]]]:
+        """``(indices, seed)`` of this rank's batches of ``epoch`` from step ``start`` on."""
         order = self._order(epoch)
         for step in range(start, self.steps_per_epoch()):
             chunk = order[step * self.global_batch:(step + 1) * self.global_batch]
             per_rank = -(-len(chunk) // self.group_size)
-            mine = chunk[self.rank * per_rank:(self.rank + 1) * per_rank]
-            yield self.load(mine, seed=(self.seed, epoch, step, self.rank))
+            yield chunk[self.rank * per_rank:(self.rank + 1) * per_rank], (self.seed, epoch, step, self.rank)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        if self.workers == 0:
+            for indices, seed in self.tasks(epoch, start):
+                yield self.load(indices, seed=seed)
+            return
+        if self._pool is None or self._pool.closed:
+            from geocli.data.pipeline import WorkerPool
+
+            self._pool = WorkerPool(self.load, self.workers)
+        yield from self._pool.map(self.tasks(epoch, start), ahead=self.prefetch)
+
+    def close(self) -> None:
+        """Stop the worker processes (the trainer calls this on every exit)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_pool": None}
+
+    # A sampler with a pool refreshed by an epoch hook (geocli.data.pipeline.PoolSampler) is saved in
+    # checkpoints through these two, so --resume continues with the pool of the interrupted epoch.
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        if self.sampler is not None and hasattr(self.sampler, "state_dict"):
+            return dict(self.sampler.state_dict())
+        return {}
+
+    def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        if state and self.sampler is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state)
 
 
 @dataclass
@@ -161,4 +211,5 @@ class TrainPlan:
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
     loss_scale: float = 1.0
+    amp_level: str = "O0"  # train.amp_level: O0 (float32), O1, O2, O3 as MindSpore defines them
     meta: Dict[str, Any] = field(default_factory=dict)  # label maps, preprocessing: saved in checkpoints

@@ -22,12 +22,16 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from geocli.errors import CheckpointError, ConfigError, GeolocError
+from geocli.runtime import amp
 from geocli.runtime import checkpoint as ckpt
 from geocli.runtime import interrupt
 from geocli.runtime.optim import build_optimizer, make_clipper, make_scaler, optimizer_state
 from geocli.runtime.plan import RunContext, TrainPlan
 from geocli.runtime.runlog import default_logger
 from geocli.runtime.schedules import lr_values
+
+
+DATA_PREFIX = "data/"  # checkpoint entries (under optimizer/) holding the data source's state
 
 
 @dataclass
@@ -41,13 +45,23 @@ class TrainResult:
     samples_per_second: float
 
 
-def _objective(forward, index: int, scale: float):
+def _objective(forward, index: int, scale: float, float32: bool = False):
     """The differentiated function of one optimizer group: its (scaled) loss term first, all terms as aux.
 
-    A closure rather than a default argument, which MindSpore's graph compiler does not accept."""
+    A closure rather than a default argument, which MindSpore's graph compiler does not accept. Under
+    mixed precision (``float32``) the terms are cast back to float32 before scaling and logging."""
+    import mindspore as ms
+    from mindspore import ops
+
+    cast, f32 = ops.Cast(), ms.float32
 
     def objective(*batch):
         terms = forward(*batch)
+        if float32:
+            cast_terms = ()
+            for term in terms:
+                cast_terms = cast_terms + (cast(term, f32),)
+            terms = cast_terms
         return terms[index] * scale, terms
 
     return objective
@@ -78,6 +92,38 @@ def _stage(grad_fn, reducer, appliers):
     return stage
 
 
+class _Window:
+    """One logging window: the steps' loss terms (device tensors, fetched together when logged), images,
+    and the seconds the loop waited for data vs spent stepping."""
+
+    def __init__(self):
+        self.terms: List[Any] = []
+        self.images = 0
+        self.wait = 0.0
+        self.compute = 0.0
+        self.started = time.perf_counter()
+
+    def add(self, terms, images: int, wait: float, compute: float) -> None:
+        self.terms.append(terms)
+        self.images += images
+        self.wait += wait
+        self.compute += compute
+
+    def mean_terms(self) -> np.ndarray:
+        """The window's mean of every loss term: the one point where the host waits for the device."""
+        return np.mean([[float(t.asnumpy()) for t in terms] for terms in self.terms], axis=0)
+
+    def speed(self) -> Dict[str, float]:
+        busy = self.wait + self.compute
+        return {"img/s": self.images / busy if busy > 0 else 0.0,
+                "wait%": 100.0 * self.wait / busy if busy > 0 else 0.0}
+
+    def timing(self) -> Dict[str, float]:
+        busy = self.wait + self.compute
+        return {"images_per_s": self.images / busy if busy > 0 else 0.0, "data_wait_s": self.wait,
+                "compute_s": self.compute, "data_wait_share": self.wait / busy if busy > 0 else 0.0}
+
+
 class Trainer:
     """Holds the compiled step and the optimizers of one plan; :meth:`run` drives the loop."""
 
@@ -93,6 +139,8 @@ class Trainer:
                 raise ConfigError(f"optimizer {spec.name!r} minimises unknown loss {spec.loss!r}; "
                                   f"known: {', '.join(self.term_index)}")
         self._check_disjoint()
+        self.amp_level = amp.check_level(plan.amp_level)
+        amp.apply(plan.network, self.amp_level)
         self.step_fn = self._build_step()
         self.step = 0
 
@@ -118,7 +166,8 @@ class Trainer:
         for loss_name, members in groups.items():
             index = self.term_index[loss_name]
             params = [p for i in members for p in plan.optimizers[i].params]
-            grad_fn = ms.value_and_grad(_objective(plan.forward, index, scale), None, params, has_aux=True)
+            objective = _objective(plan.forward, index, scale, float32=self.amp_level != "O0")
+            grad_fn = ms.value_and_grad(objective, None, params, has_aux=True)
             reducer = nn.DistributedGradReducer(params, mean=True, degree=ctx.group_size) if ctx.distributed else None
             appliers, start = [], 0
             for i in members:
@@ -140,9 +189,21 @@ class Trainer:
         return [p for spec, opt in zip(self.plan.optimizers, self.optimizers)
                 for p in optimizer_state(opt, spec.params)]
 
+    def data_state(self) -> List[Any]:
+        """The data source's checkpointed arrays (a refreshed sampler pool) as ``data/<key>`` entries."""
+        import mindspore as ms
+
+        out = []
+        for key, value in self.plan.data.state_dict().items():
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                raise ConfigError(f"data state {key!r}: only numeric arrays can be checkpointed, not {array.dtype}")
+            out.append(ms.Parameter(ms.Tensor(array), name=DATA_PREFIX + key, requires_grad=False))
+        return out
+
     def save(self, path: Path, extra_meta: Dict[str, Any]) -> Path:
         meta = {**self.plan.meta, **extra_meta, "step": self.step}
-        return ckpt.save(path, self.plan.network, self.optimizer_state(), meta)
+        return ckpt.save(path, self.plan.network, self.optimizer_state() + self.data_state(), meta)
 
     def restore(self, path: Path) -> Dict[str, Any]:
         params, meta = ckpt.load(path)
@@ -152,22 +213,49 @@ class Trainer:
         net_params, opt_state = ckpt.split_optimizer_state(params)
         ckpt.load_into(self.plan.network, net_params, path)
         ckpt.load_optimizer_state(self.optimizer_state(), opt_state, path)
+        data_state = {k[len(DATA_PREFIX):]: v.asnumpy() for k, v in opt_state.items() if k.startswith(DATA_PREFIX)}
+        self.plan.data.load_state_dict(data_state)
         self.step = int(meta["step"])
         return meta
 
     # ---- loop --------------------------------------------------------------------------------------
-    def run(self, checkpoint_dir: Path, meta: Dict[str, Any], progress=None) -> TrainResult:
+    def _step(self, batch) -> Any:
+        """Run one compiled step and wait for the device to finish it (the step's one host sync, so the
+        next wait for data is time the device really idles); the loss terms stay on the device."""
         import mindspore as ms
 
+        inputs = [ms.Tensor(b) for b in batch]
+        if self.amp_level == "O0" or self.ctx.device != "cpu" or self._amp_checked:
+            terms = self.step_fn(*inputs)
+            ms.runtime.synchronize()
+            return terms
+        try:  # float16 on CPU: MindSpore lacks some kernels; say so instead of its stack trace
+            terms = self.step_fn(*inputs)
+            ms.runtime.synchronize()
+            [t.asnumpy() for t in terms]
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise amp.cpu_failure(self.amp_level, exc) from None
+        self._amp_checked = True
+        return terms
+
+    def run(self, checkpoint_dir: Path, meta: Dict[str, Any], progress=None) -> TrainResult:
+        """Drive the plan to its last step.
+
+        The host waits for the device once per logging window, not per step: the loss terms of each step
+        stay on the device until the window is logged (or the run is interrupted). Per window the log
+        records the time the loop waited for data and the time it spent stepping, images/s and the
+        data-wait share; the progress callback gets the last logged losses plus ``img/s`` and ``wait%``.
+        """
         plan, ctx, log = self.plan, self.ctx, self.log
         per_epoch = plan.data.steps_per_epoch()
         if per_epoch <= 0:
             raise ConfigError("the training data yields no full batch: lower the batch size or add data")
         names = ["loss"] + list(plan.loss_names)
+        self._amp_checked = False
         last_losses: Dict[str, float] = {}
         eval_metrics: Dict[str, float] = {}
         last_ckpt: Optional[Path] = None
-        window: List[np.ndarray] = []
+        window = _Window()
         samples = 0
         started = time.perf_counter()
         first_epoch = True
@@ -178,32 +266,46 @@ class Trainer:
                     for hook in plan.epoch_hooks:
                         hook(self, epoch)
                 first_epoch = False
-                for batch in plan.data.epoch(epoch, start=offset):
-                    terms = self.step_fn(*[ms.Tensor(b) for b in batch])
-                    self.step += 1
-                    if interrupt.requested():
-                        raise KeyboardInterrupt
-                    samples += len(batch[0]) * ctx.group_size
-                    window.append(np.array([float(t.asnumpy()) for t in terms]))
-                    if progress is not None:
-                        progress(self.step, plan.steps, dict(zip(names, window[-1])))
-                    if self.step % max(plan.log_every, 1) == 0 or self.step == plan.steps:
-                        last_losses = dict(zip(names, np.mean(window, axis=0).tolist()))
-                        window = []
-                        log.metrics(self.step, {**last_losses, "epoch": epoch,
-                                                "lr": self._current_lr()})
-                    if plan.checkpoint_every and self.step % plan.checkpoint_every == 0 and ctx.is_main:
-                        last_ckpt = self._checkpoint(checkpoint_dir, meta, epoch)
-                    if plan.evaluate is not None and plan.eval_every and self.step % plan.eval_every == 0:
-                        eval_metrics = plan.evaluate(self)
-                        log.metrics(self.step, eval_metrics, kind="eval")
-                    if self.step >= plan.steps:
-                        break
+                batches = plan.data.epoch(epoch, start=offset)
+                try:
+                    while self.step < plan.steps:
+                        t0 = time.perf_counter()
+                        batch = next(batches, None)
+                        if batch is None:
+                            break
+                        t1 = time.perf_counter()
+                        terms = self._step(batch)
+                        self.step += 1
+                        n = len(batch[0]) * ctx.group_size
+                        samples += n
+                        window.add(terms, n, t1 - t0, time.perf_counter() - t1)
+                        if interrupt.requested():
+                            raise KeyboardInterrupt
+                        if self.step % max(plan.log_every, 1) == 0 or self.step == plan.steps:
+                            last_losses = dict(zip(names, window.mean_terms().tolist()))
+                            log.metrics(self.step, {**last_losses, "epoch": epoch, "lr": self._current_lr(),
+                                                    **window.timing()})
+                            shown = window.speed()
+                            window = _Window()
+                        else:
+                            shown = window.speed()
+                        if progress is not None:
+                            progress(self.step, plan.steps, {**last_losses, **shown})
+                        if plan.checkpoint_every and self.step % plan.checkpoint_every == 0 and ctx.is_main:
+                            last_ckpt = self._checkpoint(checkpoint_dir, meta, epoch)
+                        if plan.evaluate is not None and plan.eval_every and self.step % plan.eval_every == 0:
+                            eval_metrics = plan.evaluate(self)
+                            log.metrics(self.step, eval_metrics, kind="eval")
+                finally:
+                    batches.close()
         except KeyboardInterrupt:
+            plan.data.close()  # stop the data workers first: nothing more will be read
             if ctx.is_main and self.step > 0:
                 log.info(f"interrupted at step {self.step}: saving {checkpoint_dir / 'last.ckpt'}")
                 self.save(checkpoint_dir / "last.ckpt", {**meta, "epoch": self.step // per_epoch})
             raise
+        finally:
+            plan.data.close()
         if ctx.distributed:
             self.check_replicas()
         if ctx.is_main:
@@ -252,7 +354,12 @@ def load_weights(network, path: Path, mapper=None) -> List[str]:
 
 def train(plan: TrainPlan, ctx: RunContext, *, resume: Optional[Path] = None, weights: Optional[Path] = None,
           meta: Optional[Dict[str, Any]] = None, mapper=None, progress=None) -> TrainResult:
-    """Run a plan to its last step; rank 0 writes ``<run_dir>/checkpoints/{step_N,last}.ckpt``."""
+    """Run a plan to its last step; rank 0 writes ``<run_dir>/checkpoints/{step_N,last}.ckpt``.
+
+    ``train.amp_level`` of the run's config applies when the backend's plan does not set its own."""
+    configured = ((meta or {}).get("config") or {}).get("train", {}).get("amp_level")
+    if plan.amp_level == "O0" and configured is not None:
+        plan.amp_level = amp.check_level(configured)
     trainer = Trainer(plan, ctx)
     log = default_logger(ctx.log)
     if weights is not None:
