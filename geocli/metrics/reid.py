@@ -7,13 +7,14 @@ camera (they are trivially easy), and score what is left.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 
 def cmc_map(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-            g_camids: np.ndarray, max_rank: int = 50) -> Tuple[np.ndarray, float]:
+            g_camids: np.ndarray, max_rank: int = 50,
+            same_camera: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float]:
     """CMC curve (length ``max_rank``) and mAP, both as fractions in [0, 1].
 
     ``distmat`` is ``(n_query, n_gallery)``, smaller is more similar. Per query:
@@ -26,6 +27,11 @@ def cmc_map(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camid
     - CMC at rank r is 1 once any positive appears at or before r (cumulative matches clipped at 1);
     - AP is the mean, over the positives, of the precision at each positive's position.
 
+    ``same_camera`` (optional, ``(n_query, n_gallery)`` bool) replaces the camera test for galleries whose
+    items were seen by several cameras: Centroids-ReID's centroids carry the set of cameras they
+    average, and a same-pid centroid is removed when the query's camera is in that set
+    (:func:`camera_sets_contain` builds the matrix; ``g_camids`` is then ignored).
+
     ``max_rank`` larger than the gallery is clipped to the gallery size (the reference prints a note).
     When fewer than ``max_rank`` items remain for a query after removal, its CMC is extended with its
     last value (1, since the query has a positive) instead of failing on ragged arrays.
@@ -35,6 +41,11 @@ def cmc_map(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camid
     q_pids, g_pids = np.asarray(q_pids).ravel(), np.asarray(g_pids).ravel()
     q_camids, g_camids = np.asarray(q_camids).ravel(), np.asarray(g_camids).ravel()
     n_query, n_gallery = distmat.shape
+    if same_camera is not None:
+        same_camera = np.asarray(same_camera, dtype=bool)
+        if same_camera.shape != distmat.shape:
+            raise ValueError(f"same_camera is {same_camera.shape}, distmat {distmat.shape}")
+        g_camids = np.zeros(n_gallery, np.int64)
     if (q_pids.size, q_camids.size) != (n_query, n_query) or (g_pids.size, g_camids.size) != (
             n_gallery, n_gallery):
         raise ValueError(f"distmat is {distmat.shape} but got {q_pids.size} query pids, "
@@ -46,7 +57,8 @@ def cmc_map(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camid
     for q in range(n_query):
         order = np.argsort(distmat[q], kind="stable")
         same_pid = g_pids[order] == q_pids[q]
-        keep = ~(same_pid & (g_camids[order] == q_camids[q]))
+        cam = same_camera[q, order] if same_camera is not None else g_camids[order] == q_camids[q]
+        keep = ~(same_pid & cam)
         hits = same_pid[keep]
         if not hits.any():
             continue
@@ -60,3 +72,18 @@ def cmc_map(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camid
         raise ValueError("no query has a gallery image of the same identity from another camera; "
                          "check that query and gallery pids and camera ids come from the same split")
     return cmc_sum / len(aps), float(np.mean(aps))
+
+
+def camera_sets_contain(q_camids: np.ndarray, g_camsets: Sequence[Sequence[int]]) -> np.ndarray:
+    """``(n_query, n_gallery)`` bool: is query i's camera among the cameras of gallery item j?
+
+    For galleries of averaged items (centroids) that stand for images of several cameras; pass the
+    result as ``same_camera`` to :func:`cmc_map`."""
+    q_camids = np.asarray(q_camids).ravel()
+    cams = np.unique(np.concatenate([q_camids] + [np.asarray(list(s), dtype=q_camids.dtype) for s in g_camsets]))
+    column = {int(c): i for i, c in enumerate(cams)}
+    member = np.zeros((len(g_camsets), len(cams)), dtype=bool)
+    for j, camset in enumerate(g_camsets):
+        for c in camset:
+            member[j, column[int(c)]] = True
+    return member[:, [column[int(c)] for c in q_camids]].T
