@@ -28,3 +28,20 @@ def tiny_delf(stride: int = 8, channels: int = 16, seed: int = 0, score_scale: f
     net = TinyDelf()
     net.set_train(False)
     return net
+
+
+def use_tiny_delf(monkeypatch, checkpoint_path, stride: int = 8):
+    """Make ``DelfBackend.build_network`` build the tiny network (in this process) and write a geoloc
+    checkpoint of it, so CLI commands run every real code path except the ResNet50 itself."""
+    from geocli import config
+    from geocli.models.delf.backend import DelfBackend
+    from geocli.runtime import checkpoint as ckpt
+
+    monkeypatch.setattr(DelfBackend, "build_network", lambda self, cfg, training=False: tiny_delf(stride=stride))
+    cfg = config.resolve("delf", "default", None, [])
+    return ckpt.save(checkpoint_path, tiny_delf(stride=stride),
+                     meta={"model": "delf", "preset": "default", "config": cfg})
+
+
+#: ``--set`` options that fit the tiny network (16 channels, stride 8) and small images.
+TINY_SETS = ["--set", "extract.scales=[1.0]", "--set", "extract.stride=8", "--set", "extract.pca_dim=8"]

@@ -6,12 +6,13 @@ training), tasks (extraction, match, retrieve, eval, demo), train_commands / com
 commands it adds). Registering here imports no MindSpore.
 """
 
-from geocli.registry import Flag, ModelSpec, register
+from geocli.registry import Flag, ModelSpec, register, register_data_command
 
 register(ModelSpec(
     name="delf",
     summary="Landmark retrieval with attentive local features (GLDv2 training; Oxford5k/Paris6k eval).",
-    tasks=("train",),
+    tasks=("train", "eval", "match", "retrieve"),
+    commands={"retrieve": "geocli.models.delf.commands:retrieve_app"},
     backend="geocli.models.delf.backend:DelfBackend",
     paper="Noh, Araujo, Sim, Weyand, Han. Large-Scale Image Retrieval with Attentive Deep Local Features. "
           "ICCV 2017.",
@@ -27,3 +28,15 @@ register(ModelSpec(
                          "easy/medium/hard from the original lists, mP@k/mR@k, mAP.txt."),
     },
 ))
+
+register_data_command(
+    "convert-mindrecord", "gldv2", "geocli.models.delf.train_commands:convert_gldv2",
+    "GLDv2-clean CSVs + train/<a>/<b>/<c>/<id>.jpg -> sharded MindRecord {file_id, label, data} "
+    "with relabeling.csv and a per-landmark train/validation split")
+register_data_command(
+    "synth", "gldv2", "geocli.models.delf.train_commands:synth_gldv2",
+    "small learnable landmark set in the GLDv2 layout (DELF demo and tests)")
+register_data_command(
+    "convert-weights", "keras-resnet50", "geocli.models.delf.train_commands:convert_keras_resnet50",
+    "Keras ResNet50 ImageNet h5 (the port's Keras-1 file or keras-applications' Keras-2 file) -> "
+    "MindSpore checkpoint for `geoloc train delf --weights`")

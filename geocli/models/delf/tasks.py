@@ -1,10 +1,144 @@
 """DELF's inference tasks (extraction, match, retrieve, eval, demo) as a mixin of the DELF backend.
 
 Kept apart from ``backend.py`` (network and training) so the two halves of the backend read on their own.
+The work itself lives in small modules: :mod:`.extract` (pyramid -> features), :mod:`.pca`,
+:mod:`.verify` (pairwise matching), :mod:`.index` (index, query, result files), :mod:`.protocol`
+(datasets and the three evaluation protocols). This file wires them to the backend interface.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from geocli.errors import DataError, UsageError
+
+#: ``eval.*`` settings read here besides C1's dataset / protocol (defaults when the config lacks them).
+EVAL_DEFAULTS = {"features_dir": None, "pca_images": 200}
+
+
+def file_digest(path: Optional[Path]) -> str:
+    """A short content hash of a checkpoint: the identity of features extracted with it."""
+    if path is None:
+        return "untrained"
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def step_logger(log, label: str, every_seconds: float = 10.0):
+    """``progress(done, total, rate)`` that logs a line every ``every_seconds`` and at the end."""
+    state = {"last": 0.0}
+
+    def progress(done: int, total: int, rate: float = 0.0) -> None:
+        now = time.perf_counter()
+        if done == total or now - state["last"] >= every_seconds:
+            state["last"] = now
+            speed = f", {rate:.2f} images/s" if rate else ""
+            log.info(f"{label}: {done}/{total}{speed}")
+
+    return progress
+
+
+def make_extractor(cfg: Mapping[str, Any], network, pca_dir: Optional[Path] = None):
+    """An :class:`~.extract.Extractor` for the config's ``extract`` settings (``pca_dir`` overrides)."""
+    from geocli.models.delf import extract as ex
+    from geocli.models.delf.pca import load_pca
+
+    settings = ex.settings(cfg)
+    pca_dir = pca_dir if pca_dir is not None else settings["pca"]
+    pca = load_pca(pca_dir, settings["pca_dim"], settings["whiten"]) if pca_dir else None
+    return ex.Extractor(network, settings, pca), settings, (str(Path(pca_dir).resolve()) if pca_dir else "none")
+
+
+def read_features(store_path: Path, names: Sequence[str]) -> List[Dict[str, np.ndarray]]:
+    from geocli.retrieval.store import FeatureStore
+
+    with FeatureStore(store_path, mode="r") as store:
+        return [store.read(n, ["locations", "descriptors"]) for n in names]
+
 
 class DelfTasks:
     """evaluate / match / retrieve / demo of :class:`geocli.models.delf.backend.DelfBackend`."""
+
+    # ---- match -----------------------------------------------------------------------------------
+    def match(self, cfg, inputs: Sequence[Path], network, out_dir: Path, ctx, **options) -> Dict[str, Any]:
+        """Two images: putative matches (KD-tree, 0.8), affine RANSAC inliers, ``match.png``."""
+        from geocli.models.delf import extract as ex
+        from geocli.models.delf.verify import draw_matches, match_features
+
+        if len(inputs) != 2:
+            raise UsageError(f"geoloc match delf takes exactly two images, got {len(inputs)}")
+        extractor, settings, _ = make_extractor(cfg, network)
+        images = [ex.read_image(Path(p)) for p in inputs]
+        feats = [extractor.extract(image) for image in images]
+        result = match_features(feats[0].locations, feats[0].descriptors, feats[1].locations,
+                                feats[1].descriptors,
+                                residual_threshold=float(options.get("residual", 20.0)))
+        picture = draw_matches(images[0], images[1], feats[0].locations, feats[1].locations, result,
+                               Path(out_dir) / "match.png")
+        row = {"image1": str(inputs[0]), "image2": str(inputs[1]), "features1": len(feats[0].scores),
+               "features2": len(feats[1].scores), "putative": result.n_putative, "inliers": result.n_inliers}
+        if min(len(f.scores) for f in feats) == 0:
+            row["note"] = (f"no feature above extract.score_threshold={settings['score_threshold']:g} "
+                           f"(scores seen up to {max(f.max_score for f in feats):.3g})")
+        return {"rows": [row], "picture": str(picture)}
+
+    # ---- retrieve (library form of `geoloc retrieve delf query IMG...`) -------------------------
+    def retrieve(self, cfg, inputs: Sequence[Path], network, out_dir: Path, ctx, index: Optional[Path] = None,
+                 top_k: Optional[int] = None, **options) -> Dict[str, Any]:
+        """Extract the query images, search ``index``, verify, and write results.csv / results.json."""
+        from geocli.models.delf import extract as ex
+        from geocli.models.delf import index as idx
+
+        if index is None:
+            raise UsageError("DELF retrieval needs an index: geoloc retrieve delf query IMG... --index DIR")
+        settings = idx.settings({**idx.settings(cfg), **{k: v for k, v in options.items() if k in idx.DEFAULTS}})
+        top = int(top_k or settings["top"])
+        local = idx.load_index(index)
+        extractor, _, _ = make_extractor(cfg, network)
+        names, queries = [], []
+        for path in inputs:
+            paths, found = ex.list_images(Path(path))
+            for p, name in zip(paths, found):
+                feats = extractor.extract(ex.read_image(p))
+                names.append(str(p) if len(inputs) > 1 or Path(path).is_file() else name)
+                queries.append(feats.arrays())
+        results = idx.query_index(local, queries, settings)
+        files = idx.write_results(Path(out_dir), names, local.names, results, top,
+                                  extra={"model": "delf", "index": str(index)})
+        return {"rows": idx.ranked_rows(names, local.names, results, min(top, 10)),
+                "csv": str(files["csv"]), "json": str(files["json"])}
+
+    # ---- eval ------------------------------------------------------------------------------------
+    def evaluate(self, cfg, data, network, out_dir: Path, ctx) -> Dict[str, Any]:
+        from geocli.models.delf.evaluate import run_evaluation
+
+        return run_evaluation(cfg, data, network, Path(out_dir), ctx)
+
+    # ---- demo ------------------------------------------------------------------------------------
+    def demo(self, data_dir: Path, out_dir: Path, ctx, **kwargs) -> Dict[str, Any]:
+        from geocli.models.delf.demo import run_demo
+
+        return run_demo(self, Path(data_dir), Path(out_dir), ctx, **kwargs)
+
+
+def ensure_features(extractor, paths: Sequence[Path], names: Sequence[str], store: Path,
+                    identity: Dict[str, str], log, label: str, crops: Optional[Sequence] = None):
+    """Extract what ``store`` lacks (incremental), log progress and the no-feature warning."""
+    from geocli.models.delf.extract import extract_to_store
+
+    report = extract_to_store(extractor, paths, names, store, attrs=identity,
+                              progress=step_logger(log, f"{label} extraction"), crops=crops)
+    if report.skipped:
+        log.info(f"{label}: {report.skipped} of {len(names)} images already in {store} (re-used)")
+    warning = report.warning(extractor.cfg["score_threshold"])
+    if warning:
+        log.info(f"warning: {label}: {warning}")
+    return report
