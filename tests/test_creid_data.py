@@ -123,3 +123,17 @@ def test_train_loader_is_deterministic_and_erases_with_the_mean(tmp_path):
     # erasing (p=1) fills a box with the raw ImageNet mean in normalised space
     for x in a:
         assert np.isclose(x[0], 0.485).any() and np.isclose(x[2], 0.406).any()
+
+
+def test_data_verify_counts_images_as_the_parser_does(tmp_path):
+    from geocli.data.verify import _reid
+
+    root = tmp_path / "Market-1501-v15.09.15"
+    _touch(root / "bounding_box_train", ["0001_c1s1_000001_00.jpg", "0001_c2s1_000001_00.jpg"])
+    _touch(root / "query", ["0002_c1s1_000001_00.jpg"])
+    _touch(root / "bounding_box_test", ["0002_c2s1_000001_00.jpg", "0000_c1s1_000001_00.jpg",
+                                        "-1_c1s1_000001_00.jpg"])
+    rule = {"reid": "Market-1501-v15.09.15", "train": 2, "query": 1, "gallery": 2}
+    assert _reid(rule, tmp_path, None).status == "ok"  # the junk image is not counted
+    wrong = _reid({**rule, "gallery": 3}, tmp_path, None)
+    assert wrong.status == "mismatch" and "gallery 2 (expected 3)" in wrong.detail

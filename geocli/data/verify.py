@@ -182,9 +182,27 @@ def _pairs(rule: dict, root: Path, src: Source) -> Check:
     return _result(f"pairs of {rule['pairs']} ({old} -> {new})", missing, [], len(firsts))
 
 
+def _reid(rule: dict, root: Path, src: Source) -> Check:
+    """Images per split of a Market/Duke folder as the re-id parser counts them (Market's pid -1 junk
+    dropped), against the published train / query / gallery counts."""
+    from geocli.data.formats.reid import count_images
+
+    folder = root / rule["reid"]
+    want = {k: rule[k] for k in ("train", "query", "gallery")}
+    label = f"{rule['reid']} parsed images (train/query/gallery {want['train']:,}/{want['query']:,}/{want['gallery']:,})"
+    if not folder.is_dir():
+        return Check(label, "missing", "folder not found")
+    try:
+        have = count_images(folder)
+    except DataError as exc:
+        return Check(label, "corrupt", str(exc))
+    off = [f"{k} {have[k]:,} (expected {want[k]:,})" for k in want if have[k] != want[k]]
+    return Check(label, "mismatch", "; ".join(off)) if off else Check(label, "ok", "counts match")
+
+
 _RULES: Dict[str, Callable[[dict, Path, Source], Check]] = {
     "files": _files, "glob": _glob, "list": _list, "gnd": _gnd, "absent": _absent, "pairs": _pairs,
-    "unpacked": _unpacked,
+    "unpacked": _unpacked, "reid": _reid,
 }
 
 
