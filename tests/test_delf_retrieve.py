@@ -75,3 +75,40 @@ def test_extract_pca_index_query_pipeline(cli, tmp_path, monkeypatch):
     bad = cli("retrieve", "delf", "query", "--features", tmp_path / "raw.h5", "--index", tmp_path / "index",
               "--out", tmp_path / "r3")
     assert bad.exit_code == 1 and "same --pca" in bad.stderr
+
+
+@pytest.mark.slow
+def test_distributed_extraction_over_two_ranks_equals_one_process(cli, tmp_path):
+    """The real DELF network (untrained weights saved to a checkpoint), 2 msrun workers on CPU."""
+    from geocli import config
+    from geocli.models.delf.backend import DelfBackend
+    from geocli.registry import get
+    from geocli.runtime import checkpoint as ckpt
+    from geocli.runtime.launch import msrun_available
+
+    assert msrun_available(), "msrun is installed with mindspore: the distributed path must be testable here"
+    cfg = config.resolve("delf", "default", None, [])
+    checkpoint = ckpt.save(tmp_path / "delf.ckpt", DelfBackend(get("delf")).build_network(cfg),
+                           meta={"model": "delf", "preset": "default", "config": cfg})
+    _database(tmp_path / "db", n=5, size=64)
+    # untrained attention scores may fall either side of 100: keep every cell; pynative: no graph compiles
+    common = ["--images", tmp_path / "db", "--checkpoint", checkpoint, "--set", "extract.scales=[1.0]",
+              "--set", "extract.score_threshold=0", "--mode", "pynative"]
+    dist = cli("retrieve", "delf", "extract", *common, "--out", tmp_path / "dist.h5", "--distributed",
+               "--workers", 2)
+    assert dist.exit_code == 0, dist.output + str(dist.stderr)
+    assert "merged 5 new images from 2 ranks" in dist.output
+    parts = sorted(p.name for p in (tmp_path / "dist.h5.parts").glob("rank*.h5"))
+    assert parts == ["rank0.h5", "rank1.h5"]
+    single = cli("retrieve", "delf", "extract", *common, "--out", tmp_path / "single.h5")
+    assert single.exit_code == 0, single.output + str(single.stderr)
+    with FeatureStore(tmp_path / "dist.h5", mode="r") as a, FeatureStore(tmp_path / "single.h5", mode="r") as b:
+        assert a.names() == b.names() and len(a.names()) == 5
+        assert a.attrs == b.attrs
+        for name in a.names():
+            x, y = a.read(name), b.read(name)
+            assert x.keys() == y.keys() and len(x["scores"]) > 0
+            for key in x:
+                np.testing.assert_allclose(x[key], y[key], rtol=1e-4, atol=1e-5, err_msg=f"{name}/{key}")
+    with FeatureStore(tmp_path / "dist.h5.parts" / "rank1.h5", mode="r") as part:
+        assert part.names() == ["img01.png", "img03.png"]  # every second image

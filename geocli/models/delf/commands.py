@@ -94,6 +94,8 @@ def extract_cmd(
     preset: PresetOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
+    mode: Annotated[str, typer.Option("--mode", help="graph (compiled once per input shape, fast) or pynative "
+                                      "(no compilation: quicker for a handful of images).")] = "graph",
     overwrite: OverwriteOpt = False,
     distributed: Annotated[bool, typer.Option("--distributed", help="Shard the images over msrun workers; "
                                               "each writes <out>.parts/rank<r>.h5, merged into --out.")] = False,
@@ -122,6 +124,7 @@ def extract_cmd(
                 argv += [flag, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
         for item in overrides:
             argv += ["--set", item]
+        argv += ["--mode", mode]
         if overwrite:
             argv.append("--overwrite")
         _launch_distributed(argv + ["--distributed"], Path(out), workers, master_port)
@@ -132,7 +135,7 @@ def extract_cmd(
     try:
         summary = pipeline.extract(images, out, checkpoint=checkpoint, pca=pca, preset=preset, overrides=overrides,
                                    device=device, overwrite=overwrite, progress=progress,
-                                   distributed=None if distributed else False)
+                                   distributed=None if distributed else False, mode=mode)
     finally:
         progress.close()
     con = _console()

@@ -19,12 +19,12 @@ PARTS_SUFFIX = ".parts"
 
 
 def _loaded(checkpoint: Optional[Path], preset: Optional[str], overrides: Iterable[str], device: Optional[str],
-            run_dir: Path, distributed: Optional[bool] = False):
+            run_dir: Path, distributed: Optional[bool] = False, mode: str = "graph"):
     from geocli import api
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise UsageError(f"--checkpoint {checkpoint}: file not found")
-    ctx = api._context(run_dir, device, "graph", 0, None, quiet=True, distributed=distributed)
+    ctx = api._context(run_dir, device, mode, 0, None, quiet=True, distributed=distributed)
     loaded = api.load_model("delf", checkpoint, preset=preset, overrides=list(overrides), task="retrieve")
     return ctx, loaded
 
@@ -32,7 +32,7 @@ def _loaded(checkpoint: Optional[Path], preset: Optional[str], overrides: Iterab
 def extract(images: Path, out: Path, *, checkpoint: Optional[Path] = None, pca: Optional[Path] = None,
             preset: Optional[str] = None, overrides: Iterable[str] = (), device: Optional[str] = None,
             overwrite: bool = False, progress: Optional[Callable[[int, int, float], None]] = None,
-            shard: Optional[Sequence[int]] = None, distributed: Optional[bool] = False) -> Dict[str, Any]:
+            distributed: Optional[bool] = False, mode: str = "graph") -> Dict[str, Any]:
     """Extract DELF features of every image in ``images`` (folder or list) into the HDF5 file ``out``.
 
     Incremental: names already in ``out`` are skipped (``overwrite`` starts afresh). In an msrun
@@ -47,7 +47,7 @@ def extract(images: Path, out: Path, *, checkpoint: Optional[Path] = None, pca: 
     if out.exists() and out.is_dir():
         raise UsageError(f"--out {out}: is a folder; give the feature file to write, e.g. features.h5")
     run_dir = out.parent / (out.name + PARTS_SUFFIX)
-    ctx, loaded = _loaded(checkpoint, preset, overrides, device, run_dir, distributed)
+    ctx, loaded = _loaded(checkpoint, preset, overrides, device, run_dir, distributed, mode)
     target = out
     if ctx.group_size > 1:
         keep = ex.image_shard(names, ctx.rank, ctx.group_size)
