@@ -32,7 +32,7 @@ which MindSpore also keeps as non-trainable parameters.
 from __future__ import annotations
 
 import re
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from mindspore import nn
 
@@ -74,6 +74,30 @@ def module_of(keras_layer: str) -> str:
         raise KeyError(keras_layer)
     kind, block, branch = m.groups()
     return f"res{block}.branch{branch}" if kind == "res" else f"res{block}.bn_branch{branch}"
+
+
+def parameter_shapes(with_conv5: bool = True) -> Dict[str, Tuple[int, ...]]:
+    """Every parameter of :class:`ResNet50Keras` (cell path + leaf) and its shape, from the layer table
+    alone (checked against the built network in tests/test_delf_weights.py)."""
+    shapes: Dict[str, Tuple[int, ...]] = {}
+
+    def conv_bn(conv_name: str, bn_name: str, cin: int, cout: int, kernel: int) -> None:
+        shapes[f"{conv_name}.weight"], shapes[f"{conv_name}.bias"] = (cout, cin, kernel, kernel), (cout,)
+        for leaf in ("moving_mean", "moving_variance", "gamma", "beta"):
+            shapes[f"{bn_name}.{leaf}"] = (cout,)
+
+    conv_bn("conv1", "bn_conv1", 3, 64, 7)
+    cin = 64
+    for stage, n, width, cout, _ in STAGES if with_conv5 else STAGES[:3]:
+        for i, letter in enumerate(block_names(n)):
+            block = f"res{stage}{letter}"
+            conv_bn(f"{block}.branch2a", f"{block}.bn_branch2a", cin, width, 1)
+            conv_bn(f"{block}.branch2b", f"{block}.bn_branch2b", width, width, 3)
+            conv_bn(f"{block}.branch2c", f"{block}.bn_branch2c", width, cout, 1)
+            if i == 0:
+                conv_bn(f"{block}.branch1", f"{block}.bn_branch1", cin, cout, 1)
+            cin = cout
+    return shapes
 
 
 def conv(cin: int, cout: int, kernel: int, stride: int) -> nn.Conv2d:
