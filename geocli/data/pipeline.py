@@ -215,14 +215,25 @@ class WorkerPool:
                               f"(a module-level class instance), not {load!r} ({exc}); use data.workers=0") from None
         context = mp.get_context(start_method)
         self.procs, self.conns = [], []
-        for i in range(workers):
-            mine, theirs = context.Pipe(duplex=True)
-            proc = context.Process(target=_worker_main, args=(load, theirs, os.getpid()),
-                                   name=f"geoloc-data-{i}", daemon=True)
-            proc.start()
-            theirs.close()
-            self.procs.append(proc)
-            self.conns.append(mine)
+        # Starting a spawn process starts multiprocessing's resource tracker, which UNBLOCKS SIGINT in
+        # this thread afterwards; the trainer keeps SIGINT blocked (geocli.runtime.interrupt) so that
+        # Ctrl-C ends a step cleanly instead of MindSpore's handler killing the process: restore the mask.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, []) if hasattr(signal, "pthread_sigmask") else None
+        try:
+            for i in range(workers):
+                mine, theirs = context.Pipe(duplex=True)
+                proc = context.Process(target=_worker_main, args=(load, theirs, os.getpid()),
+                                       name=f"geoloc-data-{i}", daemon=True)
+                proc.start()
+                theirs.close()
+                self.procs.append(proc)
+                self.conns.append(mine)
+        except BaseException:
+            _shutdown(self.procs, self.conns)
+            raise
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self._pending: Deque[Tuple[int, int]] = collections.deque()  # (worker, task id) in flight
         self._next_id = 0
         self._turn = 0
@@ -318,9 +329,18 @@ class PoolSampler:
     mined from is gone) and the hook, seeing ``needs_refresh`` False, does not mine again.
     """
 
-    def __init__(self):
+    def __init__(self, length: Optional[int] = None):
+        self.length = length  # items per epoch: the trainer needs it before the first hook has run
         self.pool_epoch = -1
         self.pool: Dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        if self.length is not None:
+            return int(self.length)
+        if self.pool_epoch >= 0:
+            return len(self(np.random.default_rng(0)))
+        raise ConfigError(f"{type(self).__name__}: give the epoch length (PoolSampler.__init__(length=...)); "
+                          "the trainer needs it before the first epoch hook fills the pool")
 
     def needs_refresh(self, epoch: int) -> bool:
         return self.pool_epoch != epoch

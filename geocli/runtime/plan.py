@@ -145,7 +145,12 @@ class IndexedSource(BatchSource):
 
     def steps_per_epoch(self) -> int:
         if self._epoch_length is None:  # a sampler's epoch has the same length every epoch
-            self._epoch_length = len(self._order(0)) if self.sampler is not None else self.n_items
+            if self.sampler is None:
+                self._epoch_length = self.n_items
+            elif hasattr(self.sampler, "__len__"):  # e.g. a PoolSampler before its first refresh
+                self._epoch_length = len(self.sampler)
+            else:
+                self._epoch_length = len(self._order(0))
         n = self._epoch_length
         return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
 
