@@ -11,9 +11,19 @@ running its batches through :func:`runner`; nothing here imports MindSpore or on
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from geocli.errors import UsageError
+import numpy as np
+
+from geocli.errors import GeolocError, UsageError
 
 ENGINES: Tuple[str, ...] = ("mindspore", "onnxruntime")
 DEFAULT = "mindspore"
@@ -38,3 +48,182 @@ def require(backend, engine: str, task: str) -> str:
     if name not in supported(backend):
         raise UsageError(f"--engine {name}: {backend.name} {task} runs on {', '.join(supported(backend))} only")
     return name
+
+
+# ---- runners: callables over NumPy batches ------------------------------------------------------------
+def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "",
+           batch_size: Optional[int] = None, threads: Optional[int] = None, checkpoint: Optional[Path] = None,
+           cache_dir: Optional[Path] = None, tolerance: float = 1e-4) -> Callable[..., List[np.ndarray]]:
+    """A function ``run(*arrays) -> list of NumPy outputs`` computing ``network`` (or the backend's
+    export graph named ``graph``) on batches of any length.
+
+    ``mindspore`` calls the network directly. ``onnxruntime`` runs the graph's ONNX export for a fixed
+    batch of ``batch_size`` (see :func:`onnx_graph`); shorter batches are padded and the padding's
+    outputs dropped, longer ones split, which assumes, as every inference graph here does, that each
+    output row depends on its own input row only (eval-mode BatchNorm, no batch statistics).
+    """
+    name = check(engine)
+    if name == DEFAULT:
+        return cell_runner(_graph(backend, cfg, network, graph).cell)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UsageError("--engine onnxruntime needs onnxruntime: pip install onnxruntime") from None
+    path = onnx_graph(backend, cfg, network, graph=graph, batch_size=batch_size, checkpoint=checkpoint,
+                      cache_dir=cache_dir, tolerance=tolerance)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or _ms_threads() or os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    fixed = int(session.get_inputs()[0].shape[0])
+
+    def run(*arrays: np.ndarray) -> List[np.ndarray]:
+        n = len(arrays[0])
+        chunks: List[List[np.ndarray]] = []
+        for start in range(0, n, fixed):
+            part = [np.ascontiguousarray(a[start:start + fixed]) for a in arrays]
+            m = len(part[0])
+            if m < fixed:
+                part = [np.concatenate([a, np.zeros((fixed - m,) + a.shape[1:], a.dtype)]) for a in part]
+            chunks.append([o[:m] for o in session.run(None, dict(zip(names, part)))])
+        return [np.concatenate(outs) for outs in zip(*chunks)]
+
+    run.path = path  # type: ignore[attr-defined]
+    return run
+
+
+def cell_runner(cell) -> Callable[..., List[np.ndarray]]:
+    """``run(*arrays) -> list of NumPy outputs`` of a MindSpore cell, in eval mode."""
+    import mindspore as ms
+
+    cell.set_train(False)
+
+    def run(*arrays: np.ndarray) -> List[np.ndarray]:
+        outputs = cell(*[ms.Tensor(a) for a in arrays])
+        if not isinstance(outputs, (tuple, list)):
+            outputs = (outputs,)
+        return [o.asnumpy() for o in outputs]
+
+    return run
+
+
+def _ms_threads() -> Optional[int]:
+    from geocli.runtime import context
+
+    return context._threads_set
+
+
+def _graph(backend, cfg, network, name: str):
+    graphs = backend.export_graphs(cfg, network)
+    for g in graphs:
+        if g.name == name:
+            return g
+    raise UsageError(f"{backend.name} has no inference graph {name!r} (has: {', '.join(repr(g.name) for g in graphs)})")
+
+
+# ---- the cached ONNX export --------------------------------------------------------------------------
+def onnx_graph(backend, cfg: Dict[str, Any], network, *, graph: str = "", batch_size: Optional[int] = None,
+               checkpoint: Optional[Path] = None, cache_dir: Optional[Path] = None,
+               tolerance: float = 1e-4) -> Path:
+    """The ONNX file of ``backend``'s export graph ``graph`` for ``network``'s current weights.
+
+    Exported once per (weights, config, graph, input shapes) and cached: in ``cache_dir``, else in
+    ``onnx/`` next to ``checkpoint``, else in ``$XDG_CACHE_HOME/geoloc/onnx``. The export runs in a fresh
+    subprocess (a failed ONNX export leaves a MindSpore process unable to export anything else), which
+    also checks the file in onnxruntime against the network on the same input (``tolerance``)."""
+    chosen = _graph(backend, cfg, network, graph)
+    inputs = [_batched(x, batch_size) for x in chosen.inputs]
+    key = _cache_key(backend.name, graph, inputs, cfg, network)
+    stem = "-".join(filter(None, [backend.name, graph, f"b{len(inputs[0])}", key]))
+    folder = _cache_folder(cache_dir, checkpoint)
+    path = folder / f"{stem}.onnx"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    import mindspore as ms
+
+    with tempfile.TemporaryDirectory(prefix="geoloc-onnx-") as tmp:
+        params, cfg_file, out = Path(tmp) / "params.ckpt", Path(tmp) / "config.json", Path(tmp) / "graph.onnx"
+        ms.save_checkpoint(network, str(params))
+        cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
+        cmd = [sys.executable, "-m", "geocli.runtime.engine", "--model", backend.name, "--config", str(cfg_file),
+               "--params", str(params), "--graph", graph, "--batch", str(len(inputs[0])), "--out", str(out),
+               "--tolerance", repr(float(tolerance))]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not out.is_file():
+            lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+            raise GeolocError(f"ONNX export of {backend.name} {graph or 'network'} for --engine onnxruntime failed: "
+                              f"{lines[-1] if lines else 'no output'}")
+        tmp_target = folder / f".{stem}.tmp-{os.getpid()}"
+        shutil.copyfile(out, tmp_target)
+        os.replace(tmp_target, path)
+    return path
+
+
+def _batched(x: np.ndarray, batch_size: Optional[int]) -> np.ndarray:
+    if not batch_size or batch_size == len(x):
+        return x
+    return np.resize(x, (int(batch_size),) + x.shape[1:])  # repeats the example rows
+
+
+def _cache_key(model: str, graph: str, inputs: List[np.ndarray], cfg: Dict[str, Any], network) -> str:
+    from geocli import __version__
+
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(json.dumps([__version__, model, graph, [(x.shape, str(x.dtype)) for x in inputs], cfg],
+                             sort_keys=True, default=str).encode())
+    for p in network.get_parameters():
+        digest.update(p.name.encode())
+        digest.update(np.ascontiguousarray(p.asnumpy()).tobytes())
+    return digest.hexdigest()
+
+
+def _cache_folder(cache_dir: Optional[Path], checkpoint: Optional[Path]) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if checkpoint is not None:
+        folder = Path(checkpoint).resolve().parent / "onnx"
+        if os.access(folder if folder.exists() else folder.parent, os.W_OK):
+            return folder
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "geoloc" / "onnx"
+
+
+def _export_main(argv: Optional[Sequence[str]] = None) -> int:
+    """The subprocess: rebuild the network, load the parent's weights, export and check one graph."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m geocli.runtime.engine")
+    for flag in ("--model", "--config", "--params", "--graph", "--out"):
+        parser.add_argument(flag, required=flag != "--graph", default="")
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+
+    import mindspore as ms
+
+    from geocli import registry
+    from geocli.export import export_network
+    from geocli.runtime import context
+
+    context.setup(Path(args.out).parent, device="cpu", mode="graph", seed=0, distributed=False)
+    cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    backend = registry.load_backend(args.model)
+    network = backend.build_network(cfg)
+    ms.load_param_into_net(network, ms.load_checkpoint(args.params), strict_load=True)
+    network.set_train(False)
+    chosen = _graph(backend, cfg, network, args.graph)
+    inputs = [_batched(x, args.batch) for x in chosen.inputs]
+    result = export_network(chosen.cell, inputs, "onnx", Path(args.out), check=True, tolerance=args.tolerance,
+                            overwrite=True)
+    print(json.dumps({"path": str(result.path), "max_abs_diff": result.max_abs_diff, "note": result.note}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(_export_main())
+    except GeolocError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

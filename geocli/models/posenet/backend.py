@@ -43,6 +43,8 @@ def preprocessing(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class PoseNetBackend(Backend):
+    engines = ("mindspore", "onnxruntime")  # geocli.runtime.engine: eval and retrieve run on either
+
     # ---- networks -------------------------------------------------------------------------------
     def build_network(self, cfg, *, training=False):
         return _network(cfg, training)
@@ -65,18 +67,25 @@ class PoseNetBackend(Backend):
 
         from geocli.runtime.runlog import default_logger
 
-        frames = pdata.load_split(data, "train", cfg)
-        default_logger(ctx.log).info(f"posenet: {len(frames)} training frames decoded from {data}")
+        d = cfg["data"]
+        if d.get("stream", False):  # read and decode per batch in the input pipeline's workers (any size)
+            record = pdata.find_record(data, "train")
+            poses = pdata.read_poses(record)[1]
+            load, workers, how = pdata.StreamLoader(record, poses, cfg), d.get("workers", "auto"), f"streamed from {record}"
+        else:  # decoded once into memory: Cambridge scenes have 1-3k frames
+            frames = pdata.load_split(data, "train", cfg)
+            poses, load, workers, how = frames.poses, pdata.train_loader(frames, cfg), 0, f"decoded from {data}"
+        default_logger(ctx.log).info(f"posenet: {len(poses)} training frames {how}")
         t, lcfg = cfg["train"], cfg["loss"]
-        if len(frames) < t["batch_size"] * ctx.group_size:
-            raise DataError(f"--data {data}: {len(frames)} training frames cannot fill one batch of "
+        if len(poses) < t["batch_size"] * ctx.group_size:
+            raise DataError(f"--data {data}: {len(poses)} training frames cannot fill one batch of "
                             f"{t['batch_size']} x {ctx.group_size} ranks; lower train.batch_size")
         net = _network(cfg, True)
-        meta: Dict[str, Any] = {"preprocessing": preprocessing(cfg), "train_frames": len(frames)}
+        meta: Dict[str, Any] = {"preprocessing": preprocessing(cfg), "train_frames": len(poses)}
         scale = None
         if cfg["model"]["xyz_norm"]:
-            mean = frames.poses[:, :3].mean(axis=0)
-            scale = np.maximum(frames.poses[:, :3].std(axis=0), 1e-3)
+            mean = poses[:, :3].mean(axis=0)
+            scale = np.maximum(poses[:, :3].std(axis=0), 1e-3)
             net.set_xyz_normalisation(mean, scale)
             meta.update(xyz_mean=mean.tolist(), xyz_std=scale.tolist())
         try:
@@ -87,9 +96,9 @@ class PoseNetBackend(Backend):
         def forward(images, poses):
             return loss(net(images), poses)
 
-        source = IndexedSource(len(frames), t["batch_size"], pdata.train_loader(frames, cfg), seed=cfg["seed"],
-                               rank=ctx.rank, group_size=ctx.group_size)
-        evaluate = self._eval_hook(cfg, data, net, frames.poses) if t["eval_every"] else None
+        source = IndexedSource(len(poses), t["batch_size"], load, seed=cfg["seed"], rank=ctx.rank,
+                               group_size=ctx.group_size, workers=workers, prefetch=d.get("prefetch", 4))
+        evaluate = self._eval_hook(cfg, data, net, poses) if t["eval_every"] else None
         return TrainPlan(network=net, forward=forward, loss_names=["xyz", "wpqr"],
                          optimizers=[_optimizer(cfg, list(net.trainable_params()))], data=source,
                          steps=t["steps"], evaluate=evaluate, eval_every=t["eval_every"], log_every=t["log_every"],
@@ -114,7 +123,9 @@ class PoseNetBackend(Backend):
             _, train_poses = pdata.read_poses(pdata.find_record(data, "train"))
         except DataError:
             train_poses = None  # a test-only folder: no baseline
-        xyz, q = pred.predict(network, pdata.test_batches(test, cfg, cfg["eval"]["batch_size"]))
+        batch = cfg["eval"]["batch_size"]
+        run = _runner(self, cfg, network, ctx, min(batch, len(test.names)))
+        xyz, q = pred.predict(run, pdata.test_batches(test, cfg, batch))
         summary, t_err, r_err = pred.metrics(xyz, q, test.poses, train_poses)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +137,8 @@ class PoseNetBackend(Backend):
         files = pdata.image_files(inputs)
         views = [pdata.test_view(pdata.read_image_file(p), cfg) for p in files]
         batch = cfg["eval"]["batch_size"]
-        xyz, q = pred.predict(network, (pdata.normalise(views[i:i + batch], cfg) for i in range(0, len(views), batch)))
+        run = _runner(self, cfg, network, ctx, min(batch, len(views)))
+        xyz, q = pred.predict(run, (pdata.normalise(views[i:i + batch], cfg) for i in range(0, len(views), batch)))
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         rows = pred.write_predictions(out_dir, [str(p) for p in files], xyz, q)
@@ -136,6 +148,14 @@ class PoseNetBackend(Backend):
         from geocli.models.posenet.demo import run_demo
 
         return run_demo(self, Path(data_dir), Path(out_dir), ctx, runner=runner)
+
+
+def _runner(backend, cfg, network, ctx, batch: int):
+    """The network as a function over NumPy batches on the engine the command chose (ctx.engine)."""
+    from geocli.runtime import engine
+
+    return engine.runner(getattr(ctx, "engine", engine.DEFAULT), backend, cfg, network, batch_size=max(batch, 1),
+                         checkpoint=getattr(ctx, "checkpoint", None))
 
 
 def inference_copy(backend: PoseNetBackend, cfg: Dict[str, Any], trained) -> Any:

@@ -22,18 +22,25 @@ POSE_COLUMNS = ("x", "y", "z", "w", "p", "q", "r")
 
 
 def predict(network, batches: Iterable[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """(n, 3) positions and (n, 4) unit quaternions of the main regressor for NCHW float32 batches."""
-    import mindspore as ms
+    """(n, 3) positions and (n, 4) unit quaternions of the main regressor for NCHW float32 batches.
 
-    network.set_train(False)
+    ``network`` is a MindSpore cell (inference or training network: the last two outputs are the main
+    regressor's) or a runner of ``geocli.runtime.engine`` (a function over NumPy batches)."""
+    run = network if not hasattr(network, "set_train") else _cell_runner(network)
     xyz, wpqr = [], []
     for batch in batches:
-        outputs = network(ms.Tensor(batch))
-        xyz.append(outputs[-2].asnumpy())
-        wpqr.append(outputs[-1].asnumpy())
+        outputs = run(batch)
+        xyz.append(outputs[-2])
+        wpqr.append(outputs[-1])
     q = np.concatenate(wpqr).astype(np.float64)
     q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     return np.concatenate(xyz).astype(np.float64), q
+
+
+def _cell_runner(network):
+    from geocli.runtime.engine import cell_runner
+
+    return cell_runner(network)
 
 
 def mean_pose(poses: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,100 @@
+"""--engine onnxruntime: the exported graph, cached, gives MindSpore's outputs within the export bound.
+
+One tiny PoseNet (demo preset, 64 px, non-trivial weights and position normalisation) is saved as a
+geoloc checkpoint; eval-style batches of odd lengths (padding and splitting of the fixed ONNX batch)
+and ``geoloc retrieve --engine onnxruntime`` through the library API are compared with MindSpore.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from geocli import api, config, registry  # noqa: E402
+from geocli.errors import UsageError  # noqa: E402
+
+SIZE = 64
+BOUND = 1e-4  # geocli.export's default parity tolerance
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    import mindspore as ms
+
+    from geocli.runtime import checkpoint as ckpt
+    from geocli.runtime import context
+
+    root = tmp_path_factory.mktemp("engine")
+    context.setup(root, mode="graph", seed=0, distributed=False)
+    cfg = config.apply_overrides(config.load_preset("posenet", "demo"),
+                                 ["data.test_hw=[64,64]", f"data.crop={SIZE}", "eval.batch_size=4"])
+    backend = registry.load_backend("posenet")
+    net = backend.build_network(cfg)
+    rng = np.random.default_rng(3)
+    for p in net.get_parameters():  # moving statistics and gammas away from their identity values
+        if "moving_variance" in p.name or "gamma" in p.name:
+            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+        elif "moving_mean" in p.name or "beta" in p.name:
+            p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
+    net.set_xyz_normalisation([10.0, -5.0, 1.0], [3.0, 2.0, 0.5])
+    path = ckpt.save(root / "run" / "checkpoints" / "last.ckpt", net,
+                     meta={"model": "posenet", "preset": "demo", "config": cfg})
+    return {"root": root, "cfg": cfg, "backend": backend, "net": net, "ckpt": path}
+
+
+def test_onnx_runner_matches_mindspore_on_padded_and_split_batches(model):
+    from geocli.runtime import engine
+
+    backend, cfg, net = model["backend"], model["cfg"], model["net"]
+    cache = model["root"] / "cache"
+    ms_run = engine.runner("mindspore", backend, cfg, net)
+    ort_run = engine.runner("onnxruntime", backend, cfg, net, batch_size=4, cache_dir=cache)
+    assert ort_run.path.parent == cache and ort_run.path.name.startswith("posenet-b4-")
+    rng = np.random.default_rng(0)
+    for n in (1, 4, 7):  # shorter than the fixed batch (padded), equal, longer (split + padded)
+        images = rng.standard_normal((n, 3, SIZE, SIZE)).astype(np.float32)
+        want, got = ms_run(images), ort_run(images)
+        assert [g.shape for g in got] == [w.shape for w in want] == [(n, 3), (n, 4)]
+        diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+        assert diff <= BOUND, diff
+        assert float(np.abs(want[0]).max()) > 1.0  # metres through the stored normalisation, not zeros
+    # cached: the same weights reuse the file, changed weights export a new one
+    mtime = ort_run.path.stat().st_mtime_ns
+    again = engine.runner("onnxruntime", backend, cfg, net, batch_size=4, cache_dir=cache)
+    assert again.path == ort_run.path and again.path.stat().st_mtime_ns == mtime
+
+
+def test_retrieve_with_onnxruntime_engine_matches_mindspore(model, tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(5):
+        path = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (72, 80, 3), dtype=np.uint8))
+        images.append(path)
+    rows = {}
+    for engine in ("mindspore", "onnxruntime"):
+        _, out = api.infer("retrieve", "posenet", images, model["ckpt"], out=tmp_path / engine, quiet=True,
+                           engine=engine)
+        rows[engine] = json.loads((out / "poses.json").read_text())
+    cached = list((model["ckpt"].parent / "onnx").glob("posenet-b4-*.onnx"))
+    assert len(cached) == 1  # exported next to the checkpoint
+    for a, b in zip(rows["mindspore"], rows["onnxruntime"]):
+        assert a["image"] == b["image"]
+        assert max(abs(a[c] - b[c]) for c in "xyzwpqr") <= BOUND
+
+
+def test_engine_a_backend_does_not_support_is_refused(model):
+    from geocli.runtime import engine
+
+    class MindSporeOnly:
+        name = "toy"
+
+    with pytest.raises(UsageError, match="toy retrieve runs on mindspore only"):
+        engine.require(MindSporeOnly(), "onnxruntime", "retrieve")
+    assert engine.require(model["backend"], "onnxruntime", "eval") == "onnxruntime"
