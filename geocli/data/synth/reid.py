@@ -77,8 +77,8 @@ def identity(rng: np.random.Generator) -> Dict[str, object]:
 def camera(rng: np.random.Generator, index: int) -> Dict[str, object]:
     """The fixed look of one camera: colour cast, background, scale, blur."""
     return {
-        "cast": rng.uniform(0.7, 1.3, size=3).astype(np.float32),
-        "brightness": rng.uniform(-25, 25),
+        "cast": rng.uniform(0.8, 1.2, size=3).astype(np.float32),
+        "brightness": rng.uniform(-20, 20),
         "wall": _hsv(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.3, 0.9)),
         "floor": _hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.2, 0.7)),
         "texture": int(rng.integers(3)),

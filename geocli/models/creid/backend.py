@@ -45,12 +45,13 @@ def preprocessing(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 def embed(network, paths: Sequence[Path], cfg: Dict[str, Any], ctx=None, label: str = "embedding") -> np.ndarray:
     """Post-BN features (un-normalised) of ``paths``, in order, with a progress bar on long lists."""
+    from geocli import registry
     from geocli.models.creid.progress import bar
     from geocli.runtime import engine as engines
 
     engine = getattr(ctx, "engine", "mindspore") if ctx is not None else "mindspore"
     batch = int(cfg["eval"]["batch_size"])
-    run = engines.runner(engine, _BACKEND_FOR_ENGINE, cfg, network, batch_size=batch,
+    run = engines.runner(engine, registry.load_backend("creid"), cfg, network, batch_size=batch,
                          checkpoint=getattr(ctx, "checkpoint", None))
     network.set_train(False)
     out: List[np.ndarray] = []
@@ -176,21 +177,6 @@ class CReIDBackend(Backend):
         from geocli.models.creid.demo import run_demo
 
         return run_demo(self, Path(data_dir), Path(out_dir), ctx, runner=runner)
-
-
-class _EngineBackend:
-    """What :func:`geocli.runtime.engine.runner` needs of a backend (its name and export graphs),
-    without a registry spec; the runner is also used by library code that has no backend object."""
-
-    name = "creid"
-
-    def export_graphs(self, cfg, network):
-        from geocli.export import ExportGraph
-
-        return [ExportGraph("", network, CReIDBackend.export_inputs(None, cfg))]
-
-
-_BACKEND_FOR_ENGINE = _EngineBackend()
 
 
 def inference_copy(cfg: Dict[str, Any], trained) -> Any:
