@@ -1,7 +1,6 @@
 """`geoloc match delf`: putative matches, RANSAC inliers, the side-by-side picture, awkward inputs."""
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from delf_tiny import TINY_SETS, use_tiny_delf

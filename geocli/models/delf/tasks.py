@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from geocli.errors import DataError, UsageError
+from geocli.errors import UsageError
 
 #: ``eval.*`` settings read here besides C1's dataset / protocol (defaults when the config lacks them).
 EVAL_DEFAULTS = {"features_dir": None, "pca_images": 200}
