@@ -130,3 +130,39 @@ def test_eval_oxford5k_both_protocols_on_stand_in_images(cli, tmp_path, tiny_che
     # the second evaluation re-used the database features of the first (same cache beside --out)
     log = "\n".join(p.read_text() for p in (tmp_path / "evals" / "port" / "logs").glob("*.log"))
     assert f"{n_images} of {n_images} images already in" in log
+
+
+def test_eval_revisited_dataset_from_a_gnd_pickle(cli, tmp_path, tiny_checkpoint):
+    """roxford5k: imlist/qimlist/gnd with easy/hard/junk indices, queries cropped to bbx, three settings."""
+    import json
+    import pickle
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "roxford5k"
+    (data / "jpg").mkdir(parents=True)
+    imlist, qimlist, gnd = [], [], []
+    for k in range(3):
+        base = rng.uniform(0, 255, (80, 80, 3))
+        names = [f"lm{k}_{i}" for i in range(5)]
+        for i, name in enumerate(names):
+            dy, dx = 8 * rng.integers(0, 3, 2)
+            Image.fromarray(base[dy:dy + 48, dx:dx + 48].astype(np.uint8)).save(data / "jpg" / f"{name}.jpg", quality=95)
+        imlist += names[1:]
+        qimlist.append(names[0])
+        first = len(imlist) - 4
+        gnd.append({"bbx": [0.0, 0.0, 40.0, 40.0], "easy": [first, first + 1], "hard": [first + 2],
+                    "junk": [first + 3]})
+    with open(data / "gnd_roxford5k.pkl", "wb") as fh:
+        pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}, fh)
+    result = cli("eval", "delf", "--checkpoint", tiny_checkpoint, "--data", data, "--dataset", "roxford5k",
+                 *TINY_SETS, "--set", "eval.pca_images=12", "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.output + str(result.stderr)
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert metrics["queries"] == 3 and metrics["database_images"] == 12
+    assert {"mAP_easy", "mAP_medium", "mAP_hard", "mP@1_easy", "mP@10_hard"} <= set(metrics)
+    assert metrics["mAP_medium"] > 50  # shifted copies of one texture per landmark: found first
+    port = cli("eval", "delf", "--checkpoint", tiny_checkpoint, "--data", data, "--dataset", "roxford5k",
+               "--protocol", "port", "--out", tmp_path / "ev2")
+    assert port.exit_code == 2 and "original Oxford/Paris lists" in port.stderr
