@@ -142,17 +142,11 @@ def query(index: Path, *, features: Optional[Path] = None, images: Sequence[Path
             names = store.names()
         queries = read_features(Path(features), names)
     else:
-        from geocli.models.delf import extract as ex
-        from geocli.models.delf.tasks import make_extractor
+        from geocli.models.delf.tasks import extract_queries, make_extractor
 
         ctx, loaded = _loaded(checkpoint, preset, overrides, device, out)
         extractor, _, _ = make_extractor(loaded.cfg, loaded.network)
-        names, queries = [], []
-        for source in images:
-            paths, found = ex.list_images(Path(source))
-            for p, name in zip(paths, found):
-                names.append(str(p) if Path(source).is_file() else name)
-                queries.append(extractor.extract(ex.read_image(p)).arrays())
+        names, queries = extract_queries(extractor, images)
         ctx.log.close()
     dims = {q["descriptors"].shape[1] for q in queries if len(q["descriptors"])}
     if dims and dims != {local.ann.dim}:

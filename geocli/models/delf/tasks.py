@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,20 @@ def make_extractor(cfg: Mapping[str, Any], network, pca_dir: Optional[Path] = No
     return ex.Extractor(network, settings, pca), settings, (str(Path(pca_dir).resolve()) if pca_dir else "none")
 
 
+def extract_queries(extractor, sources: Sequence[Path]) -> Tuple[List[str], List[Dict[str, np.ndarray]]]:
+    """Features of query images given as files, folders or list files; a file is named by its path,
+    an image found in a folder or list by its name there."""
+    from geocli.models.delf import extract as ex
+
+    names, queries = [], []
+    for source in sources:
+        paths, found = ex.list_images(Path(source))
+        for path, name in zip(paths, found):
+            names.append(str(path) if Path(source).is_file() and path == Path(source) else name)
+            queries.append(extractor.extract(ex.read_image(path)).arrays())
+    return names, queries
+
+
 def read_features(store_path: Path, names: Sequence[str]) -> List[Dict[str, np.ndarray]]:
     from geocli.retrieval.store import FeatureStore
 
@@ -94,7 +108,6 @@ class DelfTasks:
     def retrieve(self, cfg, inputs: Sequence[Path], network, out_dir: Path, ctx, index: Optional[Path] = None,
                  top_k: Optional[int] = None, **options) -> Dict[str, Any]:
         """Extract the query images, search ``index``, verify, and write results.csv / results.json."""
-        from geocli.models.delf import extract as ex
         from geocli.models.delf import index as idx
 
         if index is None:
@@ -103,13 +116,7 @@ class DelfTasks:
         top = int(top_k or settings["top"])
         local = idx.load_index(index)
         extractor, _, _ = make_extractor(cfg, network)
-        names, queries = [], []
-        for path in inputs:
-            paths, found = ex.list_images(Path(path))
-            for p, name in zip(paths, found):
-                feats = extractor.extract(ex.read_image(p))
-                names.append(str(p) if len(inputs) > 1 or Path(path).is_file() else name)
-                queries.append(feats.arrays())
+        names, queries = extract_queries(extractor, inputs)
         results = idx.query_index(local, queries, settings)
         files = idx.write_results(Path(out_dir), names, local.names, results, top,
                                   extra={"model": "delf", "index": str(index)})
