@@ -200,9 +200,44 @@ def _reid(rule: dict, root: Path, src: Source) -> Check:
     return Check(label, "mismatch", "; ".join(off)) if off else Check(label, "ok", "counts match")
 
 
+def _vigor(rule: dict, root: Path, src: Source) -> Check:
+    """One VIGOR city's split files as the VIGOR parser reads them: every label row well-formed (each bad row
+    named by file and line), tiles and panoramas counted against the published figures."""
+    from geocli.data.formats import vigor as fmt
+
+    city = rule["vigor"]
+    want_tiles, want_panos = fmt.TILE_COUNTS[city], fmt.PANORAMA_COUNTS[city]
+    label = f"{city} splits (tiles {want_tiles:,}, panoramas {want_panos:,})"
+    bad: List[str] = []
+    counts = {}
+    try:
+        counts["tiles"] = len(fmt.read_tile_list(fmt.tile_list_file(root, city, "original")))
+    except DataError as exc:
+        bad.append(str(exc))
+    for name in ("same_area_balanced_train", "same_area_balanced_test", "pano_label_balanced"):
+        path = root / "splits" / city / f"{name}.txt"
+        if not path.is_file():
+            bad.append(f"{path}: missing")
+            continue
+        rows = 0
+        for line, text in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1):
+            if text.strip():
+                try:
+                    fmt.parse_label_line(text.strip(), path, line)
+                    rows += 1
+                except DataError as exc:
+                    bad.append(str(exc))
+        counts[name] = rows
+    if bad:
+        return Check(label, "corrupt", f"{len(bad)} bad: {_some(bad, 3)}")
+    off = [f"{k} {counts[k]:,} (expected {w:,})" for k, w in
+           (("tiles", want_tiles), ("pano_label_balanced", want_panos)) if counts.get(k) != w]
+    return Check(label, "mismatch", "; ".join(off)) if off else Check(label, "ok", "counts match, every row parses")
+
+
 _RULES: Dict[str, Callable[[dict, Path, Source], Check]] = {
     "files": _files, "glob": _glob, "list": _list, "gnd": _gnd, "absent": _absent, "pairs": _pairs,
-    "unpacked": _unpacked, "reid": _reid,
+    "unpacked": _unpacked, "reid": _reid, "vigor": _vigor,
 }
 
 

@@ -5,3 +5,4 @@ from geocli.models import posenet  # noqa: F401
 from geocli.models import creid  # noqa: F401
 from geocli.models import sdnet  # noqa: F401
 from geocli.models import delf  # noqa: F401
+from geocli.models import vigor  # noqa: F401
