@@ -30,6 +30,7 @@ They are the scripts ``geoloc --show-completion`` prints and ``geoloc --install-
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -40,6 +41,43 @@ FILES: Dict[str, str] = {"bash": "geoloc.bash", "zsh": "_geoloc", "fish": "geolo
 #: ``completions/`` of a source checkout (an installed wheel has none: pass ``--dir``).
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "completions"
 REGENERATE = "python -m geocli.completion --write"
+
+
+#: zsh and fish show a description beside each value; longer ones are cut at the first sentence or here.
+HELP_WIDTH = 56
+
+
+def one_line(text: str) -> str:
+    """A value's description for a completion menu: one line (Typer renders it through Rich at the
+    terminal width, and a wrapped line would end the entry early in fish and split it in zsh)."""
+    text = " ".join((text or "").split())
+    first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(".")
+    return first if len(first) <= HELP_WIDTH else first[: HELP_WIDTH - 3].rstrip(" ,;:(") + "..."
+
+
+def use_one_line_help() -> None:
+    """Make Typer's zsh and fish answers describe each value in one short line.
+
+    Typer registers its completion classes each time the app is built; this registers subclasses that
+    shorten each item's help first, and is called just before a completion request is answered. It uses
+    Typer's (version-pinned) internal classes; if they move, completion still works with Typer's help."""
+    try:
+        from typer._click.shell_completion import add_completion_class
+        from typer._completion_classes import FishComplete, ZshComplete
+    except ImportError:  # pragma: no cover - a future Typer
+        return
+    for base in (ZshComplete, FishComplete):
+        cls = type(f"OneLine{base.__name__}", (base,), {"format_completion": _short_format(base)})
+        add_completion_class(cls, base.name)
+
+
+def _short_format(base):
+    def format_completion(self, item):
+        if item.help:
+            item.help = one_line(item.help)
+        return base.format_completion(self, item)
+
+    return format_completion
 
 
 def complete_var(prog_name: str = PROG_NAME) -> str:

@@ -121,20 +121,32 @@ def names(task: Optional[str] = None, include_hidden: bool = False) -> List[str]
     )
 
 
+def find(name: str) -> Optional[ModelSpec]:
+    """The spec registered under ``name`` (any case, hidden ones included), or None."""
+    _ensure_loaded()
+    return _REGISTRY.get(name.lower())
+
+
+def _supporters(task: str) -> str:
+    """The sentence naming the models of ``task``, or saying that none supports it yet (never an empty list)."""
+    valid = names(task)
+    return f"Models that support {task!r}: {', '.join(valid)}." if valid else f"No model supports {task!r} yet."
+
+
 def get(name: str, task: Optional[str] = None) -> ModelSpec:
     """Look a model up by name; unknown names raise a usage error that lists the valid ones."""
-    _ensure_loaded()
-    spec = _REGISTRY.get(name.lower())
+    spec = find(name)
     if spec is None:
-        valid = names(task)
-        close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=1)
+        close = difflib.get_close_matches(name.lower(), names(task), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UsageError(f"unknown model {name!r}.{hint} Valid models: {', '.join(valid)}.")
+        if task is None:
+            listing = f"Valid models: {', '.join(names())}." if names() else "No model is registered."
+        else:
+            listing = _supporters(task).replace("Models that support", "Valid models for")
+        raise UsageError(f"unknown model {name!r}.{hint} {listing}")
     if task is not None and not spec.supports(task):
-        raise UsageError(
-            f"model {spec.name!r} does not support {task!r}; it supports: {', '.join(spec.tasks)}. "
-            f"Models that support {task!r}: {', '.join(names(task))}."
-        )
+        raise UsageError(f"model {spec.name!r} does not support {task!r}; it supports: {', '.join(spec.tasks)}. "
+                         f"{_supporters(task)}")
     return spec
 
 
@@ -153,6 +165,6 @@ def list_presets(model: str) -> List[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def complete_model(incomplete: str) -> List[str]:
-    """Shell completion for model arguments: registered names starting with what was typed."""
-    return [n for n in names() if n.startswith(incomplete.lower())]
+def complete_model(incomplete: str, task: Optional[str] = None) -> List[str]:
+    """Shell completion for model arguments: registered names (of ``task``) starting with what was typed."""
+    return [n for n in names(task) if n.startswith(incomplete.lower())]

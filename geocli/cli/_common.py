@@ -41,6 +41,12 @@ def report_error(message: str) -> None:
 class GeolocGroup(TyperGroup):
     """Root click group that maps domain errors to exit codes instead of tracebacks."""
 
+    def _main_shell_completion(self, ctx_args, prog_name, complete_var=None) -> None:
+        from geocli.completion import use_one_line_help
+
+        use_one_line_help()
+        return super()._main_shell_completion(ctx_args, prog_name, complete_var)
+
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
@@ -63,8 +69,8 @@ def report_unexpected(exc: BaseException) -> int:
     return 1
 
 
-def make_app(name: str, help: str, *, root: bool = False, **kwargs) -> typer.Typer:
-    """The one way every command group is created."""
+def make_app(name: str, help: str, *, root: bool = False, cls: Optional[type] = None, **kwargs) -> typer.Typer:
+    """The one way every command group is created (``cls``: a registry-driven group of geocli.cli.plugins)."""
     return typer.Typer(
         name=name,
         help=help,
@@ -74,7 +80,7 @@ def make_app(name: str, help: str, *, root: bool = False, **kwargs) -> typer.Typ
         pretty_exceptions_show_locals=False,
         add_completion=root,
         rich_markup_mode="rich",
-        cls=GeolocGroup if root else TyperGroup,
+        cls=cls or (GeolocGroup if root else TyperGroup),
         **kwargs,
     )
 
@@ -86,19 +92,12 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, quiet=State.verbosity < 0 and not stderr, highlight=False)
 
 
-def complete_model(incomplete: str) -> List[str]:
+def complete_demo_model(ctx: typer.Context, incomplete: str) -> List[str]:
+    """Models with a demo, minus the ones already on the line (``geoloc demo delf <TAB>``)."""
     from geocli.registry import complete_model as _complete
 
-    return _complete(incomplete)
-
-
-def complete_preset(ctx: typer.Context, incomplete: str) -> List[str]:
-    from geocli.registry import list_presets
-
-    model = (ctx.params or {}).get("model")
-    if not model:
-        return []
-    return [p for p in list_presets(model) if p.startswith(incomplete)]
+    typed = set((ctx.params or {}).get("models") or [])
+    return [n for n in _complete(incomplete, "demo") if n not in typed]
 
 
 def resolve_config(model: str, preset: str, config: Optional[Path], sets: Optional[List[str]]):

@@ -1,66 +1,33 @@
-"""``geoloc data convert-mindrecord/synth DATASET``: turn datasets into training formats, or make demo data.
+"""``geoloc data convert-mindrecord|synth|npz-prep|convert-weights NAME``: registry-driven data commands.
 
-Both commands dispatch on a DATASET argument through a small table (name -> "module:function" and a
-one-line description), so adding a dataset is one entry plus its library function; the library
-modules are imported only when a command runs (no MindSpore for ``--help``).
+Each verb is a group whose children are the commands backends register with
+:func:`geocli.registry.register_data_command` (``"module:function"`` of a Typer command function, imported
+only when that command runs or shows its help). This module also holds the pieces such commands share:
+a Rich progress factory and the MindRecord conversion table.
 """
 
 from __future__ import annotations
 
-import importlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Iterator
 
 import typer
-from typing_extensions import Annotated
 
-from geocli.cli._common import CONTEXT_SETTINGS, console
-from geocli.cli.options import OverwriteOpt
-from geocli.errors import UsageError
+from geocli.cli._common import console, make_app
 
-
-@dataclass(frozen=True)
-class Entry:
-    target: str  # "module:function"
-    summary: str
-    options: Tuple[str, ...] = field(default=())  # optional flags this dataset understands
-
-    def load(self) -> Callable:
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
-
-
-#: convert-mindrecord: function(source, out, *, overwrite, skip_bad, progress) -> report
-CONVERTERS: Dict[str, Entry] = {
-    "cambridge": Entry("geocli.data.cambridge_mindrecord:convert",
-                       "Cambridge Landmarks scene (dataset_train.txt, dataset_test.txt, seqN/frameNNNNN.png) "
-                       "-> train/test.mindrecord with image bytes + float32[7] pose"),
+#: verb -> help of its group.
+KIND_HELP = {
+    "convert-mindrecord": "Convert a dataset to MindRecord files for training: `geoloc data convert-mindrecord "
+                          "NAME --help` shows that dataset's options.",
+    "synth": "Write a small synthetic dataset in a real dataset's exact layout (demos and tests).",
+    "npz-prep": "Pack a dataset into memory-mappable .npz/.npy arrays for fast training input.",
+    "convert-weights": "Convert published weights (e.g. PyTorch, TensorFlow) to MindSpore checkpoints.",
 }
-
-#: synth: function(out, *, overwrite, progress, **options) -> summary dict
-SYNTHESIZERS: Dict[str, Entry] = {
-    "cambridge": Entry("geocli.data.synth.cambridge:generate",
-                       "rendered plaza scene in the Cambridge Landmarks layout (PoseNet demo data)",
-                       ("frames", "width", "height", "seed")),
-}
-
-
-def _lookup(table: Dict[str, Entry], name: str, what: str) -> Entry:
-    entry = table.get(name.lower())
-    if entry is None:
-        raise UsageError(f"{what} {name!r}: choose one of {', '.join(sorted(table))}")
-    return entry
-
-
-def _complete(table: Dict[str, Entry]):
-    return lambda incomplete: [n for n in sorted(table) if n.startswith(incomplete.lower())]
 
 
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """A Rich progress bar per task: ``factory(label, total)`` returns ``advance(k)``."""
+def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A Rich progress bar per task on stderr: ``factory(label, total)`` returns ``advance(k)``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -74,32 +41,8 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         yield factory
 
 
-def convert_mindrecord(
-    dataset: Annotated[str, typer.Argument(help=f"Dataset format: {', '.join(sorted(CONVERTERS))}.",
-                                           autocompletion=_complete(CONVERTERS), show_default=False)],
-    scene: Annotated[Path, typer.Option("--scene", "--source", help="Dataset folder to convert (for cambridge: "
-                                        "one scene, e.g. data/KingsCollege).", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: <scene>/mindrecord).",
-                                                show_default=False)] = None,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed rows and missing or unreadable "
-                                           "images, listing each, instead of stopping at the first.")] = False,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Convert a dataset to MindRecord files for training; finished files are skipped on re-runs.
-
-    Examples:
-
-      geoloc data convert-mindrecord cambridge --scene data/KingsCollege
-
-      geoloc data convert-mindrecord cambridge --scene data/Street --skip-bad --out /fast/street-mr
-    """
-    convert = _lookup(CONVERTERS, dataset, "DATASET").load()
-    with _progress() as progress:
-        report = convert(scene, out, overwrite=overwrite, skip_bad=skip_bad, progress=progress)
-    _print_conversion(report)
-
-
-def _print_conversion(report) -> None:
+def print_conversion(report) -> None:
+    """The result of a MindRecord conversion (``outputs``, ``rows``, ``up_to_date``, ``skipped_rows``)."""
     from rich.table import Table
 
     con = console()
@@ -115,43 +58,10 @@ def _print_conversion(report) -> None:
     con.print(table)
 
 
-def synth(
-    dataset: Annotated[str, typer.Argument(help=f"Dataset layout: {', '.join(sorted(SYNTHESIZERS))}.",
-                                           autocompletion=_complete(SYNTHESIZERS), show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the dataset to.", show_default=False)],
-    frames: Annotated[Optional[int], typer.Option("--frames", help="Frames per sequence (cambridge; default 120).",
-                                                  show_default=False, min=2)] = None,
-    width: Annotated[Optional[int], typer.Option("--width", help="Image width (cambridge; default 160).",
-                                                 show_default=False, min=16)] = None,
-    height: Annotated[Optional[int], typer.Option("--height", help="Image height (cambridge; default 90).",
-                                                  show_default=False, min=16)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Scene seed (default 0).", show_default=False)] = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Write a small synthetic dataset in a real dataset's exact layout (for demos and tests).
-
-    Examples:
-
-      geoloc data synth cambridge --out data/SyntheticPlaza
-
-      geoloc data synth cambridge --out /tmp/plaza --frames 40 --width 96 --height 54
-    """
-    entry = _lookup(SYNTHESIZERS, dataset, "DATASET")
-    given = {k: v for k, v in (("frames", frames), ("width", width), ("height", height), ("seed", seed))
-             if v is not None}
-    stray = sorted(set(given) - set(entry.options))
-    if stray:
-        raise UsageError(f"--{stray[0]} does not apply to {dataset} (it takes: "
-                         f"{', '.join('--' + o for o in entry.options) or 'no options'})")
-    with _progress() as progress:
-        summary = entry.load()(out, overwrite=overwrite, progress=progress, **given)
-    con = console()
-    state = "already there (--overwrite renders it again)" if summary.get("skipped") else "written"
-    counts = ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool))
-    con.print(f"{dataset}: {summary['path']} {state}; frames: {counts}")
-
-
 def register(app: typer.Typer) -> None:
-    """Add the commands of this module to the ``data`` group."""
-    app.command("convert-mindrecord", context_settings=CONTEXT_SETTINGS, no_args_is_help=True)(convert_mindrecord)
-    app.command("synth", context_settings=CONTEXT_SETTINGS, no_args_is_help=True)(synth)
+    """Add one registry-driven group per data verb to the ``data`` group."""
+    from geocli.cli.plugins import DataKindGroup
+    from geocli.registry import DATA_KINDS
+
+    for kind in DATA_KINDS:
+        app.add_typer(make_app(kind, KIND_HELP[kind], cls=DataKindGroup), name=kind)

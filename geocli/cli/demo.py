@@ -8,14 +8,14 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli._common import CONTEXT_SETTINGS, complete_model, console
+from geocli.cli._common import CONTEXT_SETTINGS, complete_demo_model, console
 from geocli.cli.options import DeviceOpt, OutputOpt
 from geocli.errors import GeolocError
 
 
 def demo(
     models: Annotated[Optional[List[str]], typer.Argument(help="Models to run (default: all).",
-                                                          autocompletion=complete_model, show_default=False)] = None,
+                                                          autocompletion=complete_demo_model, show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where demo data is generated and "
                         "cached (default: ~/.cache/geoloc/demo).", show_default=False)] = None,
     out: OutputOpt = None,

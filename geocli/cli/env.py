@@ -18,6 +18,12 @@ from geocli.errors import UsageError
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _complete_task(incomplete: str):
+    from geocli.registry import TASKS
+
+    return [t for t in TASKS if t.startswith(incomplete)]
+
+
 def env(json_: JsonOpt = False) -> None:
     """Show Python, platform, geoloc, MindSpore and library versions, and which device targets work here.
 
@@ -54,7 +60,7 @@ def models(
     all_: Annotated[bool, typer.Option("--all", "-a", help="Include hidden models (smoke-test models).")] = False,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Only models that support this task "
                                                 "(train, eval, export, match, retrieve, demo).",
-                                                show_default=False)] = None,
+                                                show_default=False, autocompletion=_complete_task)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """List the registered models with the tasks they support and their presets.

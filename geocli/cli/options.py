@@ -1,4 +1,9 @@
-"""``Annotated`` option aliases shared by every command, so a flag means the same thing everywhere."""
+"""``Annotated`` option aliases shared by every command, so a flag means the same thing everywhere.
+
+Backends' own sub-commands (``ModelSpec.commands``) and data commands should use these too: the names
+(``--checkpoint``, ``--data``, ``--out``, ``--top``, ``--device``, ``--set``, ...) and their shell
+completion then match the rest of geoloc. Value completers import their lists lazily, never MindSpore.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,38 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli._common import complete_model, complete_preset
 
-ModelArg = Annotated[
-    str,
-    typer.Argument(
-        help="Model name: vigor, delf, posenet, sdnet or creid (`geoloc models` lists them).",
-        autocompletion=complete_model,
-        show_default=False,
-    ),
-]
+
+def _starting_with(values, incomplete: str) -> List[str]:
+    return [v for v in values if v.startswith(incomplete.lower())]
+
+
+def complete_device(incomplete: str) -> List[str]:
+    from geocli.runtime.context import DEVICES
+
+    return _starting_with(DEVICES, incomplete)
+
+
+def complete_engine(incomplete: str) -> List[str]:
+    from geocli.runtime.engine import ENGINES
+
+    return _starting_with(ENGINES, incomplete)
+
+
+def complete_format(incomplete: str) -> List[str]:
+    from geocli.export import FORMATS
+
+    return _starting_with(FORMATS, incomplete)
+
+
+def complete_mode(incomplete: str) -> List[str]:
+    return _starting_with(("graph", "pynative"), incomplete)
+
+
+#: ``--preset`` of a task's generic command; geocli.cli.plugins gives each model its own (its presets).
 PresetOpt = Annotated[
     str,
-    typer.Option("--preset", "-p", help="Preset of the model (`geoloc models` lists them).",
-                 autocompletion=complete_preset),
+    typer.Option("--preset", "-p", help="Preset of the model (`geoloc models` lists them)."),
 ]
 ConfigOpt = Annotated[
     Optional[Path],
@@ -52,11 +75,20 @@ CheckpointOpt = Annotated[
 DeviceOpt = Annotated[
     Optional[str],
     typer.Option("--device", help="cpu, gpu or ascend (default: the best target MindSpore offers).",
-                 show_default=False),
+                 show_default=False, autocompletion=complete_device),
 ]
 ModeOpt = Annotated[
-    str, typer.Option("--mode", help="graph (compiled, fast) or pynative (eager, debuggable).")
+    str, typer.Option("--mode", help="graph (compiled, fast) or pynative (eager, debuggable).",
+                      autocompletion=complete_mode)
 ]
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="Run the network in mindspore or onnxruntime (its exported ONNX graph, "
+                      "exported once and cached next to the checkpoint).", autocompletion=complete_engine)
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="mindir, onnx or air (air needs Ascend).", autocompletion=complete_format)
+]
+TopOpt = Annotated[int, typer.Option("--top", "--top-k", "-k", min=1, help="Results per query.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the config's).",
                                                 show_default=False)]
 ThreadsOpt = Annotated[

@@ -1,6 +1,9 @@
-"""``geoloc train / eval / export / retrieve / match MODEL``: one command per task, dispatched through
-the registry to the model's backend. Each command parses, calls one :mod:`geocli.api` function and
-renders its result."""
+"""``geoloc train / eval / export / retrieve / match MODEL``: the generic command of each task.
+
+Each function here takes the model name first; :mod:`geocli.cli.plugins` turns it into one command per
+registered model (``geoloc train posenet``), adding that model's presets and declared flags, unless the
+model brings its own sub-commands for the task. In docstrings, MODEL and PRESET are filled in per model.
+Each command parses, calls one :mod:`geocli.api` function and renders its result."""
 
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli._common import CONTEXT_SETTINGS, State, console, print_config_and_exit, resolve_config
-from geocli.cli.options import (CheckpointOpt, ConfigOpt, DataOpt, DeviceOpt, ModeOpt, ModelArg, OutputOpt,
-                                OverwriteOpt, PresetOpt, PrintConfigOpt, SeedOpt, SetOpt, ThreadsOpt)
+from geocli.cli._common import State, console, print_config_and_exit, resolve_config
+from geocli.cli.options import (CheckpointOpt, ConfigOpt, DataOpt, DeviceOpt, EngineOpt, FormatOpt, ModeOpt,
+                                OutputOpt, OverwriteOpt, PresetOpt, PrintConfigOpt, SeedOpt, SetOpt, ThreadsOpt,
+                                TopOpt)
 from geocli.errors import UsageError
+
 
 def metrics_table(title: str, metrics: dict):
     from rich.table import Table
@@ -48,7 +53,7 @@ def _progress_printer():
 
 
 def train(
-    model: ModelArg,
+    model: str,
     preset: PresetOpt = "default",
     data: DataOpt = None,
     config: ConfigOpt = None,
@@ -76,17 +81,17 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the launch command and exit.")] = False,
     print_config: PrintConfigOpt = False,
 ) -> None:
-    """Train a model; writes runs/<model>-<preset>-<time>/ with config.yaml, logs/ and checkpoints/.
+    """Train MODEL; writes runs/MODEL-<preset>-<time>/ with config.yaml, logs/ and checkpoints/.
 
     Examples:
 
-      geoloc train posenet --data data/KingsCollege --preset kingscollege
+      geoloc train MODEL --data DIR --preset PRESET
 
-      geoloc train posenet --data data/KingsCollege --set train.steps=2000 --set optim.lr=1e-4
+      geoloc train MODEL --data DIR --set train.steps=2000 --set optim.lr=1e-4
 
-      geoloc train posenet --data data/KingsCollege --distributed --workers 2
+      geoloc train MODEL --data DIR --distributed --workers 2
 
-      geoloc train posenet --resume auto
+      geoloc train MODEL --resume auto
     """
     spec, cfg = resolve_config(model, preset, config, set_)
     if print_config:
@@ -111,7 +116,7 @@ def train(
 
 
 def evaluate(
-    model: ModelArg,
+    model: str,
     checkpoint: CheckpointOpt = None,
     data: DataOpt = None,
     out: OutputOpt = None,
@@ -121,12 +126,15 @@ def evaluate(
     device: DeviceOpt = None,
     mode: ModeOpt = "graph",
     threads: ThreadsOpt = None,
+    engine: EngineOpt = "mindspore",
 ) -> None:
-    """Evaluate a checkpoint with the model's published protocol; writes metrics.json.
+    """Evaluate a MODEL checkpoint with the model's published protocol; writes metrics.json.
 
     Examples:
 
-      geoloc eval posenet --data data/KingsCollege --checkpoint runs/posenet-kingscollege-*/checkpoints/last.ckpt
+      geoloc eval MODEL --data DIR --checkpoint runs/MODEL-PRESET-<time>/checkpoints/last.ckpt
+
+      geoloc eval MODEL --data DIR --checkpoint CKPT --engine onnxruntime
     """
     if checkpoint is None:
         raise UsageError("--checkpoint is required: give a checkpoint written by `geoloc train` "
@@ -135,16 +143,16 @@ def evaluate(
 
     metrics, out_dir = api.evaluate(model, checkpoint, data=data, out=out, preset=preset, config_file=config,
                                     overrides=set_ or [], device=device, mode=mode, threads=threads,
-                                    quiet=State.verbosity < 0)
+                                    quiet=State.verbosity < 0, engine=engine)
     con = console()
     con.print(metrics_table(f"{model} evaluation", metrics))
     con.print(f"metrics: {out_dir / 'metrics.json'}")
 
 
 def export(
-    model: ModelArg,
+    model: str,
     checkpoint: CheckpointOpt = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="mindir, onnx or air (air needs Ascend).")] = "mindir",
+    fmt: FormatOpt = "mindir",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (suffix added).",
                                                 show_default=False)] = None,
     set_: SetOpt = None,
@@ -152,11 +160,13 @@ def export(
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip reloading the export to compare outputs.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Export a trained network for deployment and check the exported graph against it.
+    """Export a trained MODEL network for deployment and check the exported graph against it.
 
     Examples:
 
-      geoloc export posenet --checkpoint runs/.../checkpoints/last.ckpt --format onnx
+      geoloc export MODEL --checkpoint runs/.../checkpoints/last.ckpt --format onnx
+
+      geoloc export MODEL --checkpoint CKPT --format mindir --out deploy/MODEL
     """
     from geocli.export import export as do_export
 
@@ -175,14 +185,15 @@ InputsArg = Annotated[List[Path], typer.Argument(help="Image files (or a folder,
                                                  show_default=False)]
 
 
-def _infer(task: str, model: str, inputs: List[Path], checkpoint, out, set_, device, mode, threads, options):
+def _infer(task: str, model: str, inputs: List[Path], checkpoint, out, set_, device, mode, threads, options,
+           engine: str = "mindspore"):
     from geocli import api
 
     for path in inputs:
         if not Path(path).exists():
             raise UsageError(f"{path}: no such file or folder")
     result, out_dir = api.infer(task, model, inputs, checkpoint, out=out, overrides=set_ or [], device=device,
-                                mode=mode, threads=threads, quiet=State.verbosity < 0, **options)
+                                mode=mode, threads=threads, quiet=State.verbosity < 0, engine=engine, **options)
     con = console()
     rows = result.get("rows") if isinstance(result, dict) else None
     if rows:
@@ -199,32 +210,49 @@ def _infer(task: str, model: str, inputs: List[Path], checkpoint, out, set_, dev
     con.print(f"results: {out_dir}")
 
 
-def retrieve(model: ModelArg, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
-             top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results per query.")] = 10,
-             set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
-             threads: ThreadsOpt = None) -> None:
-    """Run a model's inference on images: rank a gallery (retrieval models) or predict (PoseNet: pose).
+def retrieve(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
+             top: TopOpt = 10, set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
+             threads: ThreadsOpt = None, engine: EngineOpt = "mindspore") -> None:
+    """Run MODEL's inference on images: rank a gallery (retrieval models) or predict (PoseNet: pose).
 
     Examples:
 
-      geoloc retrieve posenet photo1.png photo2.png --checkpoint runs/.../checkpoints/last.ckpt
+      geoloc retrieve MODEL photo1.png photo2.png --checkpoint runs/.../checkpoints/last.ckpt
+
+      geoloc retrieve MODEL photos/ --checkpoint CKPT --top 5 --engine onnxruntime
     """
-    _infer("retrieve", model, inputs, checkpoint, out, set_, device, mode, threads, {"top_k": top_k})
+    _infer("retrieve", model, inputs, checkpoint, out, set_, device, mode, threads, {"top_k": top}, engine)
 
 
-def match(model: ModelArg, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
+def match(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
           set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
           threads: ThreadsOpt = None) -> None:
-    """Match image pairs (e.g. optical/SAR patches with SDNet, local features with DELF).
+    """Match an image pair with MODEL (e.g. optical/SAR patches with SDNet, local features with DELF).
 
     Examples:
 
-      geoloc match sdnet optical.png sar.png --checkpoint runs/.../checkpoints/last.ckpt
+      geoloc match MODEL image1.png image2.png --checkpoint runs/.../checkpoints/last.ckpt
     """
     _infer("match", model, inputs, checkpoint, out, set_, device, mode, threads, {})
 
 
+#: task -> generic command function (model name first); see geocli.cli.plugins.model_command.
+GENERIC = {"train": train, "eval": evaluate, "export": export, "retrieve": retrieve, "match": match}
+
+#: task -> the task group's help (its commands are the models).
+GROUP_HELP = {
+    "train": "Train a model: `geoloc train MODEL [OPTIONS]` (`geoloc train MODEL --help` lists its options).",
+    "eval": "Evaluate a checkpoint with the model's published protocol: `geoloc eval MODEL --checkpoint CKPT`.",
+    "export": "Export a trained network (MINDIR, ONNX, AIR) and check it: `geoloc export MODEL --checkpoint CKPT`.",
+    "retrieve": "Inference at scale: rank galleries, query indexes, predict poses: `geoloc retrieve MODEL ...`.",
+    "match": "Match image pairs: `geoloc match MODEL IMAGE1 IMAGE2 --checkpoint CKPT`.",
+}
+
+
 def register(app: typer.Typer) -> None:
-    for name, func in (("train", train), ("eval", evaluate), ("export", export), ("retrieve", retrieve),
-                       ("match", match)):
-        app.command(name, context_settings=CONTEXT_SETTINGS, no_args_is_help=True)(func)
+    """Add one registry-driven group per task to the root app."""
+    from geocli.cli._common import make_app
+    from geocli.cli.plugins import ModelGroup
+
+    for task in GENERIC:
+        app.add_typer(make_app(task, GROUP_HELP[task], cls=ModelGroup), name=task)

@@ -5,7 +5,7 @@ A GoogLeNet-BN with three pose regressors, faithful to the MindSpore ModelZoo po
 parameter names), predict (evaluation files), backend, demo. Registering here imports no MindSpore.
 """
 
-from geocli.registry import ModelSpec, register
+from geocli.registry import ModelSpec, register, register_data_command
 
 register(ModelSpec(
     name="posenet",
@@ -16,3 +16,8 @@ register(ModelSpec(
           "Relocalization. ICCV 2015.",
     extra={"port": "mindspore-ai/models research/cv/PoseNet", "dataset": "Cambridge Landmarks"},
 ))
+
+register_data_command("convert-mindrecord", "cambridge", "geocli.cli.data_cambridge:convert_mindrecord",
+                      "Cambridge Landmarks scene -> train/test.mindrecord (image bytes + float32[7] pose)")
+register_data_command("synth", "cambridge", "geocli.cli.data_cambridge:synth",
+                      "rendered plaza in the Cambridge Landmarks layout (PoseNet demo data)")
