@@ -7,8 +7,7 @@ per query on a 5,000-image index, and build time / memory of a 1 M-vector faiss 
 
 Extraction runs the untrained DELF extraction network (the speed does not depend on the weights) on
 ``--images`` random photographs of ``--side`` px (4:3), all 7 scales. The PyTorch twin is the same
-computation in torch (torchvision-style ResNet50 to conv4, the 1x1/2 subsampling and the attention
-convs) on the same bucketed canvases. Query speed uses the synthetic local-feature database of
+computation in plain torch (ResNet50 to conv4, the 1x1/2 subsampling and the attention convs) on the same bucketed canvases. Query speed uses the synthetic local-feature database of
 ``geocli.retrieval.synthetic`` (5,000 images x 1,000 40-d descriptors, faiss IVF, 60 neighbours,
 RANSAC of the 100 most-voted images). Figures go to stdout; say what else ran on the machine.
 """
@@ -36,14 +35,35 @@ def _images(n: int, side: int):
 
 
 def _torch_twin():
-    """ResNet50 (torchvision layout) to layer3, 1x1/2 max-pool, attention 1024->512->1 with softplus."""
+    """ResNet50 (Keras-style strides) to conv4_x, the 1x1/2 max-pool, attention 1024->512->1 + softplus,
+    in plain torch (no torchvision needed)."""
     import torch
     from torch import nn
-    from torchvision.models import resnet50
 
-    trunk = resnet50(weights=None)
-    body = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, trunk.layer2, trunk.layer3,
-                         nn.MaxPool2d(1, 2))
+    def bottleneck(cin: int, mid: int, stride: int) -> nn.Module:
+        out = 4 * mid
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Conv2d(cin, mid, 1, stride), nn.BatchNorm2d(mid), nn.ReLU(),
+                                          nn.Conv2d(mid, mid, 3, 1, 1), nn.BatchNorm2d(mid), nn.ReLU(),
+                                          nn.Conv2d(mid, out, 1), nn.BatchNorm2d(out))
+                self.short = (nn.Sequential(nn.Conv2d(cin, out, 1, stride), nn.BatchNorm2d(out))
+                              if stride != 1 or cin != out else nn.Identity())
+
+            def forward(self, x):
+                return torch.relu(self.body(x) + self.short(x))
+
+        return Block()
+
+    layers = [nn.Conv2d(3, 64, 7, 2, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2)]
+    cin = 64
+    for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2)):
+        for b in range(blocks):
+            layers.append(bottleneck(cin, mid, stride if b == 0 else 1))
+            cin = 4 * mid
+    body = nn.Sequential(*layers, nn.MaxPool2d(1, 2))
     attention = nn.Sequential(nn.Conv2d(1024, 512, 1), nn.BatchNorm2d(512), nn.ReLU(), nn.Conv2d(512, 1, 1),
                               nn.Softplus())
 
