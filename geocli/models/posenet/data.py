@@ -86,10 +86,9 @@ def _pose(row: Dict[str, Any], record: Path, index: int) -> np.ndarray:
 
 
 def decode(data: bytes, where: str) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{where}: cannot be decoded as an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    from geocli.data.readers import decode_image
+
+    return decode_image(data, where)
 
 
 # ---- geometry ---------------------------------------------------------------------------------------
@@ -174,6 +173,28 @@ def train_loader(frames: Frames, cfg: Dict[str, Any]) -> Callable[..., Tuple[np.
         return normalise(images, cfg), frames.poses[np.asarray(indices)]
 
     return load
+
+
+class StreamLoader:
+    """``load(indices, seed)`` that reads, decodes and resizes each frame of a batch from the MindRecord
+    file when the batch is built (``data.stream: true``): memory holds the poses and a row index, never
+    the scene, and the work runs in the input pipeline's worker processes (``data.workers``). Batches are
+    identical to :func:`train_loader`'s over the same file (same resize, same crop draws)."""
+
+    def __init__(self, record: Path, poses: np.ndarray, cfg: Dict[str, Any]):
+        from geocli.data.readers import MindRecordRows
+
+        self.rows = MindRecordRows(record, columns=["image"])
+        self.poses = np.asarray(poses, np.float32)
+        keys = ("resize", "train_size", "test_size", "train_hw", "test_hw", "crop", "mean", "std")
+        self.cfg = {"data": {k: cfg["data"][k] for k in keys}}
+
+    def __call__(self, indices, seed=0):
+        rng = np.random.default_rng(list(seed) if isinstance(seed, tuple) else seed)
+        crop = self.cfg["data"]["crop"]
+        images = [random_crop(resize(decode(self.rows[i]["image"], self.rows.where(i)), self.cfg, "train"), crop, rng)
+                  for i in indices]
+        return normalise(images, self.cfg), self.poses[np.asarray(indices)]
 
 
 def test_batches(frames: Frames, cfg: Dict[str, Any], batch_size: int) -> Iterator[np.ndarray]:
