@@ -20,7 +20,6 @@ contain commas' neighbours ``-`` and ``_``). Every malformed row is reported wit
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -265,12 +264,3 @@ def load_split(root: Path, setting: str, split: str, labels: str = "original") -
         pano_latlon=np.array([pano_latlon(n) for n in pano_names], np.float64),
         positive=np.array(positive, np.int64), semi=np.array(semi, np.int64).reshape(-1, 3),
         deltas=np.stack(deltas).astype(np.float32), m_per_px=np.array(m_px, np.float64), pano_city=pano_city)
-
-
-def grid_step_m(m_per_px: float) -> float:
-    """Distance between neighbouring tile centres: half a tile (320 px)."""
-    return 0.5 * TILE_PX * m_per_px
-
-
-def nearly_equal(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=0, abs_tol=1e-9)

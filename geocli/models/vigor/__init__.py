@@ -31,3 +31,5 @@ register(ModelSpec(
 ))
 register_data_command("synth", "vigor", "geocli.models.vigor.commands:synth_vigor",
                       "Four small synthetic cities in the exact VIGOR layout (aerial tiles + rendered panoramas)")
+register_data_command("convert-weights", "vgg16", "geocli.models.vigor.commands:convert_vgg16",
+                      "Keras VGG16 .h5 or torchvision VGG16(-BN) .pth ImageNet weights -> both VIGOR branches")

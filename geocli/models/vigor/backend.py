@@ -51,6 +51,44 @@ def stage_of(cfg: Dict[str, Any]) -> str:
     return "all" if t["recipe"] == "one-stage" else str(t["stage"])
 
 
+def make_forward(net, cfg: Dict[str, Any], with_semi: bool):
+    """``(forward, loss names)`` for the trainer: stage 1 ``forward(panoramas, tiles)`` -> triplet; with the
+    semi-positives ``forward(panoramas, tiles, semis, iou_ratio, offset)`` -> triplet + IoU + offset (the
+    satellite branch runs once on positives and semi-positives together, as the reference does)."""
+    from mindspore import ops
+
+    from geocli.models.vigor import loss as L
+
+    lc = cfg["loss"]
+    alpha, diag = float(lc["alpha"]), bool(lc["triplet_diagonal"])
+    wi, wo = float(lc["iou_weight"]), float(lc["offset_weight"])
+    if not with_semi:
+        def forward(grd, sat):
+            g, _ = net.grd(grd)
+            s, _ = net.sat(sat)
+            triplet = L.soft_margin_triplet(s, g, alpha, diag)
+            return triplet, triplet
+        return forward, ["triplet"]
+
+    def forward_all(grd, sat, semi, iou_ratio, offset):
+        g, g_raw = net.grd(grd)
+        both, both_raw = net.sat(ops.concat((sat, semi), 0))
+        n = grd.shape[0]
+        s, s_raw, m = both[:n], both_raw[:n], both[n:]
+        triplet = L.soft_margin_triplet(s, g, alpha, diag)
+        iou = L.iou_loss(s, m, g, iou_ratio)
+        off = L.offset_loss(net.offset(s, s_raw, g, g_raw), offset)
+        return triplet + wi * iou + wo * off, triplet, iou, off
+    return forward_all, ["triplet", "iou", "offset"]
+
+
+def optimizer(cfg: Dict[str, Any], params) -> OptimizerSpec:
+    """Adam (betas, eps from the config); the decay table is installed by :class:`ScheduleHook`."""
+    o = cfg["optim"]
+    return OptimizerSpec("vigor", list(params), kind="adam", lr=o["lr"], schedule=Schedule("constant"),
+                         options={"beta1": o["beta1"], "beta2": o["beta2"], "eps": o["eps"]})
+
+
 class ScheduleHook:
     """First epoch hook: installs the continuous exponential decay as the optimizer's per-step table
     (the shared schedules have no exponential one) and makes sure a stage-2 run continues a stage-1 one.
@@ -126,13 +164,10 @@ class VigorBackend(Backend):
 
     # ---- training -------------------------------------------------------------------------------
     def train_plan(self, cfg, data, ctx):
-        from mindspore import ops
-
-        from geocli.models.vigor import loss as L
         from geocli.runtime.runlog import default_logger
 
         data = require_data(data)
-        d, t, lc = cfg["data"], cfg["train"], cfg["loss"]
+        d, t = cfg["data"], cfg["train"]
         stage = stage_of(cfg)
         split = fmt.load_split(data, d["setting"], "train", d["labels"])
         prep = vdata.prep_options(cfg)
@@ -149,30 +184,8 @@ class VigorBackend(Backend):
         epochs = t["epochs_same_area"] if d["setting"] == "same-area" else t["epochs_cross_area"]
         steps = int(t["steps"]) or per_epoch * (int(epochs[0]) + (int(epochs[1]) if stage == "2" else 0))
         net = network(cfg, True)
-        alpha, diag = float(lc["alpha"]), bool(lc["triplet_diagonal"])
-        wi, wo = float(lc["iou_weight"]), float(lc["offset_weight"])
-
-        if with_semi:
-            def forward(grd, sat, semi, iou_ratio, offset):
-                g, g_raw = net.grd(grd)
-                both, both_raw = net.sat(ops.concat((sat, semi), 0))
-                n = grd.shape[0]
-                s, s_raw, m = both[:n], both_raw[:n], both[n:]
-                triplet = L.soft_margin_triplet(s, g, alpha, diag)
-                iou = L.iou_loss(s, m, g, iou_ratio)
-                off = L.offset_loss(net.offset(s, s_raw, g, g_raw), offset)
-                return triplet + wi * iou + wo * off, triplet, iou, off
-            names = ["triplet", "iou", "offset"]
-        else:
-            def forward(grd, sat):
-                g, _ = net.grd(grd)
-                s, _ = net.sat(sat)
-                triplet = L.soft_margin_triplet(s, g, alpha, diag)
-                return triplet, triplet
-            names = ["triplet"]
-        o = cfg["optim"]
-        opt = OptimizerSpec("vigor", list(net.trainable_params()), kind="adam", lr=o["lr"], schedule=Schedule("constant"),
-                            options={"beta1": o["beta1"], "beta2": o["beta2"], "eps": o["eps"]})
+        forward, names = make_forward(net, cfg, with_semi)
+        opt = optimizer(cfg, net.trainable_params())
         hooks: List[Any] = [ScheduleHook(lr_table(cfg, steps), stage)]
         if t["recipe"] == "two-stage" and t["mining"] and t["tile_exclusive"]:
             hooks.append(MiningHook(sampler, net, split, prep, cfg))
@@ -215,8 +228,13 @@ class VigorBackend(Backend):
                          f"VIGOR {d['setting']} ({len(split)} queries, {split.n_tiles} tiles)")
         atomic_write_text(out_dir / "accuracy_vs_threshold.json", json.dumps(pred.curve_rows(curves)) + "\n")
         pred.write_per_query(out_dir / "per_query.csv", split, top1, err0, err1)
+        # the offset head's own effect, where the retrieval is right (a wrong tile dominates the error)
+        hit = top1 == split.positive
+        local = {"positive_top1": int(hit.sum()),
+                 "median_m_positive_top1": float(np.median(err0[hit])) if hit.any() else float("nan"),
+                 "offset_median_m_positive_top1": float(np.median(err1[hit])) if hit.any() else float("nan")}
         return {**recall, "random_r@1": 100.0 / split.n_tiles, **pred.error_summary(err0, ""),
-                **pred.error_summary(err1, "offset_"), "queries": len(split), "tiles": split.n_tiles}
+                **pred.error_summary(err1, "offset_"), **local, "queries": len(split), "tiles": split.n_tiles}
 
     def offsets(self, cfg, net, grd, grd_norm, sat, sat_norm) -> np.ndarray:
         """The offset head on (retrieved tile, query) pairs, ``eval.offset_batch`` at a time."""

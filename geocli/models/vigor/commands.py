@@ -114,3 +114,30 @@ def query_command(
         table.add_row(*[f"{v:.6f}" if isinstance(v, float) else str(v) for v in row.values()])
     console().print(table)
     console().print(f"results: {result['json']}")
+
+
+def convert_vgg16(
+    source: Annotated[Path, typer.Argument(help="Keras VGG16 .h5 (no top), or torchvision vgg16 .pth (vgg16_bn for --preset port).",
+                                           show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="MindSpore checkpoint to write.")] = Path("vgg16_vigor.ckpt"),
+    preset: Annotated[str, typer.Option("--preset", help="default (VGG16, BGR input: conv1 folded) or port "
+                                        "(VGG16-BN, RGB).")] = "default",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Convert ImageNet VGG16 weights into both VIGOR branches; train with `--weights`.
+
+    Examples:
+
+      geoloc data convert-weights vgg16 weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5
+
+      geoloc data convert-weights vgg16 vgg16-397923af.pth --out weights/vgg16_vigor.ckpt
+
+      geoloc train vigor --data data/VIGOR --weights weights/vgg16_vigor.ckpt
+
+      geoloc data convert-weights vgg16 vgg16_bn-6c64b313.pth --preset port --out weights/vgg16bn_vigor.ckpt
+    """
+    from geocli.cli._common import console
+    from geocli.models.vigor.weights import convert
+
+    result = convert(source, out, preset=preset, overwrite=overwrite)
+    console().print(f"{result['out']}: {result['parameters']} parameters for the {result['preset']} preset")

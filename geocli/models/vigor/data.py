@@ -13,16 +13,15 @@ losses are on; the semi-positive is one of the three, drawn from the batch's see
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from geocli.data.formats import vigor as fmt
-from geocli.errors import ConfigError, DataError, UsageError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
+from geocli.errors import ConfigError, DataError
+# files/folders -> image list, with the one-line error for a missing path (shared with PoseNet's retrieve)
+from geocli.models.posenet.data import image_files  # noqa: F401
 
 def prep_options(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """The preprocessing settings (stored in checkpoints and given to the loader)."""
@@ -81,18 +80,3 @@ def image_batches(root: Path, paths: Sequence[str], hw, prep, batch: int) -> Ite
         images = [read_image(Path(root) / p, hw, prep) for p in chunk]
         images += [images[-1]] * (batch - len(images))
         yield np.stack(images)
-
-
-def image_files(inputs: Sequence[Path]) -> List[Path]:
-    """Files as given (names beginning with '-' are fine), folders expanded to their images."""
-    found: List[Path] = []
-    for path in map(Path, inputs):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    if not found:
-        raise UsageError(f"no images in {', '.join(map(str, inputs))}")
-    return found

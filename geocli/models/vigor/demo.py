@@ -44,6 +44,8 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     return {
         "r@1": metrics["r@1"], "random_r@1": metrics["random_r@1"], "r@5": metrics["r@5"],
         "hit_rate": metrics["hit_rate"], "median_m": metrics["median_m"],
-        "offset_median_m": metrics["offset_median_m"], "steps": getattr(result, "step", cfg["train"]["steps"]),
+        "offset_median_m": metrics["offset_median_m"], "positive_top1": metrics["positive_top1"],
+        "median_m_positive_top1": metrics["median_m_positive_top1"],
+        "offset_median_m_positive_top1": metrics["offset_median_m_positive_top1"], "steps": getattr(result, "step", cfg["train"]["steps"]),
         "plot": str(Path(out_dir) / "eval" / "accuracy_vs_threshold.png"),
     }

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, TruncatedNormal, initializer
 
 from geocli.nets.vgg import VGG16Features
@@ -39,7 +39,7 @@ def positions(hw) -> int:
 
 def l2_normalise(x):
     """``tf.nn.l2_normalize`` along the last axis: x / sqrt(max(sum x^2, 1e-12))."""
-    return x * ops.rsqrt(ops.maximum(ops.sum(x * x, -1, keepdim=True), 1e-12))
+    return x / ops.sqrt(ops.maximum(ops.sum(x * x, -1, keepdim=True), 1e-12))  # (no Rsqrt in ONNX export)
 
 
 class SAFA(nn.Cell):
@@ -194,4 +194,4 @@ def example_inputs(cfg: Dict[str, Any], batch: int = 1) -> Tuple[np.ndarray, np.
 
 
 __all__ = ["SAFA", "Branch", "OffsetHead", "VigorNet", "build", "GroundGraph", "SatelliteGraph", "OffsetGraph",
-           "example_inputs", "l2_normalise", "Tensor"]
+           "example_inputs", "l2_normalise"]
