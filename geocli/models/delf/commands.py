@@ -193,9 +193,9 @@ def index_cmd(
 
 @retrieve_app.command("query")
 def query_cmd(
+    index: Annotated[Path, typer.Option("--index", show_default=False, help="Index folder (`index`).")],
     images: Annotated[Optional[List[Path]], typer.Argument(show_default=False,
                                                            help="Query images, folders or list files.")] = None,
-    index: Annotated[Path, typer.Option("--index", show_default=False, help="Index folder (`index`).")] = Path("index"),
     features: Annotated[Optional[Path], typer.Option("--features", "-f", show_default=False,
                                                      help="Query feature file instead of images.")] = None,
     checkpoint: CheckpointOpt = None,
