@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Dict, List, Optional, Tuple
@@ -82,9 +83,20 @@ _LOADED = False
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model; a declaration the CLI could not honour is refused here, naming the model."""
     unknown = set(spec.tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"model {spec.name!r} declares unknown tasks {sorted(unknown)}")
+    for name, flag in spec.flags.items():
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+            raise ValueError(f"model {spec.name!r}: flag name {name!r} must be lower-case words joined by '-'")
+        if not set(flag.tasks) <= set(spec.tasks):
+            raise ValueError(f"model {spec.name!r}: flag --{name} names tasks it does not support: "
+                             f"{sorted(set(flag.tasks) - set(spec.tasks))}")
+    for task, target in spec.commands.items():
+        if task not in spec.tasks or task == "demo" or ":" not in target:
+            raise ValueError(f"model {spec.name!r}: commands[{task!r}] = {target!r} must be 'module:attr' for one "
+                             f"of its tasks other than demo")
     _REGISTRY[spec.name] = spec
     return spec
 

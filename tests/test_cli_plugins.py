@@ -1,6 +1,7 @@
 """The CLI's plug-in surface: per-model commands with declared flags, model sub-command apps, data
 commands from the registry, and messages for tasks or verbs nothing supports yet."""
 
+import re
 import sys
 
 import pytest
@@ -139,3 +140,25 @@ def test_every_registered_model_builds_every_command():
         group = plugins.ModelGroup(name=task)
         for name in group.names(include_hidden=True):
             assert group.command(name).name == name, (task, name)
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"flags": {"Stage": Flag("train.stage", ("a",), ("train",))}}, "flag name 'Stage'"),
+    ({"flags": {"stage": Flag("train.stage", ("a",), ("match",))}}, "--stage names tasks it does not support"),
+    ({"commands": {"match": "m:app"}}, "commands['match']"),
+    ({"commands": {"train": "no-colon"}}, "must be 'module:attr'"),
+])
+def test_registration_refuses_declarations_the_cli_cannot_honour(kwargs, fragment):
+    spec = ModelSpec(name="zz_bad", summary="", tasks=("train",), backend="x:Y", **kwargs)
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        registry.register(spec)
+    assert registry.find("zz_bad") is None
+
+
+def test_one_line_descriptions_for_zsh_and_fish():
+    from geocli.completion import HELP_WIDTH, one_line
+
+    assert one_line("Camera relocalisation: 6-DoF pose. More text here.") == "Camera relocalisation: 6-DoF pose"
+    long = one_line("word " * 40)
+    assert len(long) <= HELP_WIDTH and long.endswith("...") and "\n" not in long
+    assert one_line("two\nlines") == "two lines" and one_line(None) == ""

@@ -180,6 +180,10 @@ def test_data_verbs_and_source_names_complete(shell):
     for verb in ("download", "verify"):
         assert complete(shell, f"geoloc data {verb} ") == sources
         assert all(s.startswith("ox") for s in complete(shell, f"geoloc data {verb} ox"))
+    scenes = load_catalog().get("cambridge").parts["names"]
+    assert complete(shell, "geoloc data download cambridge --parts ") == scenes  # the source typed before
+    offered = complete(shell, f"geoloc data verify cambridge data/cambridge --parts {scenes[0]},S")
+    assert offered == [f"{scenes[0]},{n}" for n in scenes if n.startswith("S")]
     assert "convert-mindrecord" in complete(shell, "geoloc data con")
     assert "cambridge" in complete(shell, "geoloc data synth ca")
 
@@ -266,40 +270,114 @@ def test_installed_command_leaves_files_to_the_shell():
     assert fish.returncode == 0
 
 
+HEAVY = ("mindspore", "numpy", "torch", "onnxruntime", "faiss", "cv2", "h5py")
+#: The generic path, plus every model's own sub-command app (its commands module must stay light).
+ROUND_TRIPS = [("geoloc train posenet --device c", ["cpu"])] + [
+    (f"geoloc {task} {name} ", None) for name in MODELS for task in registry.get(name).commands]
+
+
 @needs_script
-def test_completion_round_trip_imports_no_mindspore_and_is_quick():
+@pytest.mark.parametrize("line,expected", ROUND_TRIPS, ids=[line.strip() for line, _ in ROUND_TRIPS])
+def test_completion_round_trip_imports_nothing_heavy(line, expected):
     """Importing MindSpore would cost seconds per TAB; -X importtime lists every module the round trip loads."""
-    env = {**os.environ, **protocol_env("bash", "geoloc train posenet --device c")}
-    runs = []
-    for _ in range(3):
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-X", "importtime", str(BINDIR / "geoloc")], capture_output=True,
-                              text=True, timeout=60, env=env)
-        runs.append(time.perf_counter() - start)
-        assert proc.stdout.split() == ["cpu"], proc.stdout + proc.stderr[-2000:]
-    modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
-    assert not {m for m in modules if m.split(".")[0] in ("mindspore", "torch", "onnxruntime", "faiss", "cv2")}
-    print(f"completion round trip (with -X importtime): best {min(runs):.3f} s of {len(runs)}")
+    env = {**os.environ, **protocol_env("bash", line)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(BINDIR / "geoloc")], capture_output=True,
+                          text=True, timeout=120, env=env)
+    seconds = time.perf_counter() - start
+    offered = proc.stdout.split()
+    assert offered == expected if expected else offered, proc.stdout + proc.stderr[-2000:]
+    modules = {row.split("|")[-1].strip() for row in proc.stderr.splitlines() if row.startswith("import time")}
+    assert not {m for m in modules if m.split(".")[0] in HEAVY}, line
+    print(f"{line!r}: {seconds:.3f} s with -X importtime, {len(modules)} modules")
 
 
-def test_committed_bash_script_completes_in_a_real_bash():
-    bash = shutil.which("bash")
-    if bash is None or not (BINDIR / "geoloc").exists():
-        pytest.skip("needs bash and the geoloc console script next to this interpreter")
-    probe = (f"source {REPO / 'completions' / 'geoloc.bash'}; "
-             "COMP_WORDS=(geoloc tr); COMP_CWORD=1; _geoloc_completion geoloc; printf 'C:%s\\n' \"${COMPREPLY[@]}\"; "
-             "COMP_WORDS=(geoloc train ''); COMP_CWORD=2; _geoloc_completion geoloc; "
-             "printf 'M:%s\\n' \"${COMPREPLY[@]}\"; "
-             "COMP_WORDS=(geoloc train posenet --preset k); COMP_CWORD=4; _geoloc_completion geoloc; "
-             "printf 'P:%s\\n' \"${COMPREPLY[@]}\"")
+def test_completed_values_are_the_checked_ones():
+    from geocli import export
+    from geocli.cli import options
+    from geocli.runtime import context, engine
+
+    assert options.DEVICES == tuple(context.DEVICES)
+    assert set(options.FORMATS) == set(export.FORMATS)
+    assert complete("bash", "geoloc eval posenet --engine ") == list(engine.ENGINES)
+
+
+# -- the committed scripts in the real shells ---------------------------------------------------------
+
+#: zsh: the committed script runs for real; _arguments/_files (which need an interactive completion
+#: widget) are replaced by functions that print what zsh would offer, after zsh's own quote removal.
+ZSH_PROBE = r"""
+compdef() { : }
+source %(script)s
+_arguments() {
+  local inner=${1#\*: :\(\(}; inner=${inner%%\)\)}
+  local -a items; eval "items=( $inner )"
+  local item; for item in $items; do print -r -- "${item%%%%:*}"; done
+}
+_files() { print -r -- "<files>" }
+probe() { words=("${(@z)1}"); [[ $1 == *' ' ]] && words+=(''); CURRENT=${#words}; _geoloc_completion; print -- "<end>" }
+"""
+
+
+def real_shell(shell: str, lines: list) -> list:
+    """Complete each line in the real shell with the committed script: a list of offered values per line
+    ("<files>" where the shell falls back to file names)."""
+    exe = shutil.which(shell)
+    if exe is None or not (BINDIR / "geoloc").exists():
+        pytest.skip(f"needs {shell} and the geoloc console script next to this interpreter")
+    script = REPO / "completions" / completion.FILES[shell]
+    quoted = [line.replace("'", "'\\''") for line in lines]
+    if shell == "bash":
+        body = [f"source {script}"]
+        for line in lines:
+            words = line.split(" ")
+            body.append("COMP_WORDS=(" + " ".join(f"'{w}'" for w in words) + f"); COMP_CWORD={len(words) - 1}; "
+                        "_geoloc_completion geoloc; printf '%s\\n' \"${COMPREPLY[@]}\"; echo '<end>'")
+        argv = [exe, "--norc", "-c", "\n".join(body)]
+    elif shell == "zsh":
+        body = ZSH_PROBE % {"script": script} + "\n".join(f"probe '{q}'" for q in quoted)
+        argv = [exe, "-f", "-c", body]
+    else:
+        body = [f"source {script}"] + [f"complete -C '{q}'; echo '<end>'" for q in quoted]
+        argv = [exe, "--no-config", "-c", "; ".join(body)]
     env = {**os.environ, "PATH": f"{BINDIR}{os.pathsep}{os.environ.get('PATH', '')}"}
-    out = subprocess.run([bash, "--norc", "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.split()
-    assert "C:train" in lines
-    assert sorted(line[2:] for line in lines if line.startswith("M:") and line != "M:") == registry.names("train")
-    assert [line[2:] for line in lines if line.startswith("P:")] == [
-        p for p in registry.list_presets("posenet") if p.startswith("k")]
+    answers = out.stdout.split("<end>\n")[:-1]
+    assert len(answers) == len(lines), out.stdout
+    return [[row.split("\t")[0] for row in answer.split("\n") if row] for answer in answers]
+
+
+def _flag_lines():
+    """One partial flag value per model that declares a flag with choices: (line, expected value)."""
+    cases = []
+    for model in MODELS:
+        spec = registry.get(model)
+        for task in GENERIC_TASKS:
+            if not spec.supports(task) or spec.commands.get(task):
+                continue
+            flags = [(n, f) for n, f in plugins.task_flags(spec, task).items() if f.choices]
+            if flags:
+                name, flag = flags[0]
+                cases.append((f"geoloc {task} {model} --{name} {flag.choices[-1][:1]}", flag.choices[-1]))
+                break
+    return cases
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_committed_script_completes_in_the_real_shell(shell, tmp_path):
+    (tmp_path / "scene-data").mkdir()
+    flag_cases = _flag_lines()
+    lines = ["geoloc tr", "geoloc train ", "geoloc train posenet --preset k",
+             f"geoloc train posenet --data {tmp_path}/scene-d"] + [line for line, _ in flag_cases]
+    answers = real_shell(shell, lines)
+    assert "train" in answers[0]
+    assert answers[1] == registry.names("train")
+    assert answers[2] == [p for p in registry.list_presets("posenet") if p.startswith("k")]
+    files = {"bash": [], "zsh": ["<files>"], "fish": [f"{tmp_path}/scene-data/"]}[shell]
+    assert answers[3] == files  # bash: nothing, so its `complete -o default` lists the files
+    for (line, expected), answer in zip(flag_cases, answers[4:]):
+        assert expected in answer, (line, answer)
 
 
 # -- the committed scripts -----------------------------------------------------------------------------

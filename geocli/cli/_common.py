@@ -92,6 +92,18 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, quiet=State.verbosity < 0 and not stderr, highlight=False)
 
 
+def typed_argument(ctx: typer.Context, name: str, index: int = 0) -> Optional[str]:
+    """A positional argument already on the line, for a completer of a later option.
+
+    While completing an option's value (``geoloc data download cambridge --parts K<TAB>``) the parser
+    stops at the option that lacks its value before it assigns positional arguments, so
+    ``ctx.params[name]`` is None; the words it left over are still in ``ctx.args``."""
+    value = (ctx.params or {}).get(name)
+    if value is None and len(ctx.args) > index:
+        value = ctx.args[index]
+    return value
+
+
 def complete_demo_model(ctx: typer.Context, incomplete: str) -> List[str]:
     """Models with a demo, minus the ones already on the line (``geoloc demo delf <TAB>``)."""
     from geocli.registry import complete_model as _complete

@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli._common import State, console
+from geocli.cli._common import State, console, typed_argument
 from geocli.cli.options import OverwriteOpt
 
 
@@ -27,11 +27,25 @@ def _complete_source(incomplete: str) -> List[str]:
         return []
 
 
+def _complete_parts(ctx: typer.Context, incomplete: str) -> List[str]:
+    """Named parts of the source already on the line (``--parts KingsCollege,Sh<TAB>``); ranges stay typed."""
+    from geocli.data.catalog import load_catalog
+
+    try:
+        src = load_catalog().get(typed_argument(ctx, "name") or "")
+    except Exception:  # noqa: BLE001 - unknown source or unreadable catalog: nothing to offer
+        return []
+    done, _, last = incomplete.rpartition(",")
+    taken = set(done.split(",")) if done else set()
+    prefix = f"{done}," if done else ""
+    return [prefix + n for n in src.parts.get("names", []) if n.startswith(last) and n not in taken]
+
+
 NameArg = Annotated[str, typer.Argument(help="Source name (`geoloc data list` shows them).",
                                         autocompletion=_complete_source, show_default=False)]
 PartsOpt = Annotated[Optional[str], typer.Option(
     "--parts", help="Only these parts: numbers/ranges for gldv2 (0-499, 0-9,20) or names (KingsCollege,Street).",
-    show_default=False)]
+    show_default=False, autocompletion=_complete_parts)]
 
 
 class RichProgress:

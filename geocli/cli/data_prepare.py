@@ -15,13 +15,17 @@ import typer
 
 from geocli.cli._common import console, make_app
 
-#: verb -> help of its group.
+#: verb -> help of its group (its commands are the datasets that registered one).
 KIND_HELP = {
-    "convert-mindrecord": "Convert a dataset to MindRecord files for training: `geoloc data convert-mindrecord "
-                          "NAME --help` shows that dataset's options.",
-    "synth": "Write a small synthetic dataset in a real dataset's exact layout (demos and tests).",
-    "npz-prep": "Pack a dataset into memory-mappable .npz/.npy arrays for fast training input.",
-    "convert-weights": "Convert published weights (e.g. PyTorch, TensorFlow) to MindSpore checkpoints.",
+    "convert-mindrecord": "Convert a dataset to MindRecord files for training; each dataset has its own options "
+                          "(geoloc data convert-mindrecord NAME --help).\n\nExample:\n\n"
+                          "  geoloc data convert-mindrecord cambridge --scene data/KingsCollege",
+    "synth": "Write a small synthetic dataset in a real dataset's exact layout (demos and tests).\n\nExample:\n\n"
+             "  geoloc data synth cambridge --out data/SyntheticPlaza",
+    "npz-prep": "Pack a dataset into memory-mappable .npz/.npy arrays for fast training input.\n\nExample:\n\n"
+                "  geoloc data npz-prep NAME --help",
+    "convert-weights": "Convert published weights (PyTorch, TensorFlow) to MindSpore checkpoints.\n\nExample:\n\n"
+                       "  geoloc data convert-weights NAME --help",
 }
 
 

@@ -14,8 +14,8 @@ from geocli.errors import GeolocError
 
 
 def demo(
-    models: Annotated[Optional[List[str]], typer.Argument(help="Models to run (default: all).",
-                                                          autocompletion=complete_demo_model, show_default=False)] = None,
+    models: Annotated[Optional[List[str]], typer.Argument(
+        help="Models to run (default: all).", autocompletion=complete_demo_model, show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where demo data is generated and "
                         "cached (default: ~/.cache/geoloc/demo).", show_default=False)] = None,
     out: OutputOpt = None,

@@ -19,9 +19,14 @@ def _starting_with(values, incomplete: str) -> List[str]:
     return [v for v in values if v.startswith(incomplete.lower())]
 
 
-def complete_device(incomplete: str) -> List[str]:
-    from geocli.runtime.context import DEVICES
+#: What --device and --format complete to. The modules that check these values
+#: (geocli.runtime.context.DEVICES, geocli.export.FORMATS) import NumPy, which would double the time of
+#: a TAB; tests/test_completions.py asserts the lists stay equal.
+DEVICES = ("cpu", "gpu", "ascend")
+FORMATS = ("mindir", "onnx", "air")
 
+
+def complete_device(incomplete: str) -> List[str]:
     return _starting_with(DEVICES, incomplete)
 
 
@@ -32,8 +37,6 @@ def complete_engine(incomplete: str) -> List[str]:
 
 
 def complete_format(incomplete: str) -> List[str]:
-    from geocli.export import FORMATS
-
     return _starting_with(FORMATS, incomplete)
 
 

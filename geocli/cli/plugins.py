@@ -275,7 +275,7 @@ def model_command(task: str, spec, generic: Callable) -> TyperCommand:
     sig = inspect.signature(generic, eval_str=True)
     params = [p for name, p in sig.parameters.items() if name != "model"]
     own = {p.name for p in params}
-    own_flags = {d for p in params for d in _option_names(p.annotation)}
+    own_flags = {d for p in params for d in _option_names(p.annotation)} | set(CONTEXT_SETTINGS["help_option_names"])
     flags = task_flags(spec, task)
     presets = None
     for i, p in enumerate(params):

@@ -239,14 +239,27 @@ def match(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: 
 #: task -> generic command function (model name first); see geocli.cli.plugins.model_command.
 GENERIC = {"train": train, "eval": evaluate, "export": export, "retrieve": retrieve, "match": match}
 
-#: task -> the task group's help (its commands are the models).
+#: task -> the task group's help (its commands are the models that support the task).
 GROUP_HELP = {
-    "train": "Train a model: `geoloc train MODEL [OPTIONS]` (`geoloc train MODEL --help` lists its options).",
-    "eval": "Evaluate a checkpoint with the model's published protocol: `geoloc eval MODEL --checkpoint CKPT`.",
-    "export": "Export a trained network (MINDIR, ONNX, AIR) and check it: `geoloc export MODEL --checkpoint CKPT`.",
-    "retrieve": "Inference at scale: rank galleries, query indexes, predict poses: `geoloc retrieve MODEL ...`.",
-    "match": "Match image pairs: `geoloc match MODEL IMAGE1 IMAGE2 --checkpoint CKPT`.",
+    "train": ("Train a model; each model has its own options (geoloc train MODEL --help).",
+              "geoloc train posenet --data data/KingsCollege --preset kingscollege",
+              "geoloc train posenet --data data/KingsCollege --distributed --workers 2"),
+    "eval": ("Evaluate a checkpoint with the model's published protocol; writes metrics.json.",
+             "geoloc eval posenet --data data/KingsCollege --checkpoint runs/posenet-demo-*/checkpoints/last.ckpt",
+             "geoloc eval MODEL --dataset NAME --checkpoint CKPT --engine onnxruntime"),
+    "export": ("Export a trained network (MINDIR, ONNX, AIR) and check it against the network.",
+               "geoloc export posenet --checkpoint CKPT --format onnx"),
+    "retrieve": ("Inference at scale: rank galleries, build and query indexes, predict poses.",
+                 "geoloc retrieve posenet photo.png --checkpoint CKPT",
+                 "geoloc retrieve MODEL --help    # a model's own steps (extract, index, query, ...)"),
+    "match": ("Match image pairs: local features, optical/SAR patches.",
+              "geoloc match MODEL image1.png image2.png --checkpoint CKPT"),
 }
+
+
+def group_help(task: str) -> str:
+    summary, *examples = GROUP_HELP[task]
+    return summary + "\n\nExamples:\n\n" + "\n\n".join(f"  {e}" for e in examples)
 
 
 def register(app: typer.Typer) -> None:
@@ -255,4 +268,4 @@ def register(app: typer.Typer) -> None:
     from geocli.cli.plugins import ModelGroup
 
     for task in GENERIC:
-        app.add_typer(make_app(task, GROUP_HELP[task], cls=ModelGroup), name=task)
+        app.add_typer(make_app(task, group_help(task), cls=ModelGroup), name=task)
