@@ -106,8 +106,8 @@ def conv(cin: int, cout: int, kernel: int, stride: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride=stride, pad_mode=pad, has_bias=True)
 
 
-def batchnorm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+def batchnorm(channels: int, momentum: float = BN_MOMENTUM) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=momentum)
 
 
 class Bottleneck(nn.Cell):
@@ -115,18 +115,19 @@ class Bottleneck(nn.Cell):
 
     Attribute names are the Keras ones without the block prefix (``branch2a``, ``bn_branch2a``, ...)."""
 
-    def __init__(self, cin: int, width: int, cout: int, stride: int, project: bool):
+    def __init__(self, cin: int, width: int, cout: int, stride: int, project: bool,
+                 bn_momentum: float = BN_MOMENTUM):
         super().__init__()
         self.branch2a = conv(cin, width, 1, stride)
-        self.bn_branch2a = batchnorm(width)
+        self.bn_branch2a = batchnorm(width, bn_momentum)
         self.branch2b = conv(width, width, 3, 1)
-        self.bn_branch2b = batchnorm(width)
+        self.bn_branch2b = batchnorm(width, bn_momentum)
         self.branch2c = conv(width, cout, 1, 1)
-        self.bn_branch2c = batchnorm(cout)
+        self.bn_branch2c = batchnorm(cout, bn_momentum)
         self.project = project
         if project:
             self.branch1 = conv(cin, cout, 1, stride)
-            self.bn_branch1 = batchnorm(cout)
+            self.bn_branch1 = batchnorm(cout, bn_momentum)
         self.relu = nn.ReLU()
 
     def construct(self, x):
@@ -143,10 +144,10 @@ class ResNet50Keras(nn.Cell):
     when built ``with_conv5=False``). Blocks are attributes named like Keras (``res2a`` .. ``res5c``)
     and called one by one, which keeps every parameter name equal to its Keras layer's."""
 
-    def __init__(self, conv5_stride: int = 2, with_conv5: bool = True):
+    def __init__(self, conv5_stride: int = 2, with_conv5: bool = True, bn_momentum: float = BN_MOMENTUM):
         super().__init__()
         self.conv1 = conv(3, 64, 7, 2)
-        self.bn_conv1 = batchnorm(64)
+        self.bn_conv1 = batchnorm(64, bn_momentum)
         self.relu = nn.ReLU()
         self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
         self.with_conv5 = with_conv5
@@ -155,7 +156,7 @@ class ResNet50Keras(nn.Cell):
             if stage == 5:
                 stride = conv5_stride
             for i, letter in enumerate(block_names(n)):
-                block = Bottleneck(cin, width, cout, stride if i == 0 else 1, project=i == 0)
+                block = Bottleneck(cin, width, cout, stride if i == 0 else 1, project=i == 0, bn_momentum=bn_momentum)
                 setattr(self, f"res{stage}{letter}", block)
                 cin = cout
 

@@ -39,7 +39,8 @@ def network(cfg: Dict[str, Any], mode: str, num_classes: int = 1):
     from geocli.models.delf.net import DelfNet
 
     try:
-        return DelfNet(num_classes=num_classes, mode=mode, global_pool=cfg["model"]["global_pool"])
+        return DelfNet(num_classes=num_classes, mode=mode, global_pool=cfg["model"]["global_pool"],
+                       bn_momentum=cfg["model"].get("bn_momentum", 0.99))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -56,6 +57,14 @@ def schedule(cfg: Dict[str, Any]) -> Schedule:
     if o["lr"] <= 0 or o["end_lr"] < 0:
         raise ConfigError(f"optim.lr ({o['lr']}) must be > 0 and optim.end_lr ({o['end_lr']}) >= 0")
     return Schedule(name="linear", end_factor=float(o["end_lr"]) / float(o["lr"]))
+
+
+def optimizer_spec(cfg: Dict[str, Any], params: List[Any]) -> OptimizerSpec:
+    """SGD with momentum (the port's nn.SGD), global-norm clipping, the stage's linear decay."""
+    o = cfg["optim"]
+    clip = Clip("global_norm", o["clip_global_norm"]) if o["clip_global_norm"] > 0 else None
+    return OptimizerSpec("delf", params, kind="sgd", lr=o["lr"], schedule=schedule(cfg),
+                         weight_decay=o["weight_decay"], clip=clip, options={"momentum": o["momentum"]})
 
 
 class DelfBackend(DelfTasks, Backend):
@@ -127,10 +136,7 @@ class DelfBackend(DelfTasks, Backend):
         params = list(net.trainable_params())
         if stage == "attn":
             params = [p for p in params if p.name.startswith(TRAINED_IN_ATTN)]
-        o = cfg["optim"]
-        clip = Clip("global_norm", o["clip_global_norm"]) if o["clip_global_norm"] > 0 else None
-        optimizer = OptimizerSpec("delf", params, kind="sgd", lr=o["lr"], schedule=schedule(cfg),
-                                  weight_decay=o["weight_decay"], clip=clip, options={"momentum": o["momentum"]})
+        optimizer = optimizer_spec(cfg, params)
         source = IndexedSource(len(load), t["batch_size"], load, seed=cfg["seed"], rank=ctx.rank,
                                group_size=ctx.group_size, workers=d["workers"], prefetch=d["prefetch"])
         evaluate = self._eval_hook(cfg, net, val_rows, stage) if (t["eval_every"] and val_rows) else None
@@ -174,10 +180,17 @@ def validation_accuracy(net, batches, stage: str) -> Dict[str, float]:
 
     net.set_train(False)
     correct: Dict[str, int] = {}
-    total = 0
+    total, size = 0, None
     try:
         for images, labels in batches:
+            size = size or len(images)
+            if len(images) < size:  # pad the last batch: one compiled graph for the whole pass
+                images = np.concatenate([images, np.zeros((size - len(images),) + images.shape[1:], images.dtype)])
             outputs = net(ms.Tensor(images))
+            if stage == "tuning":
+                outputs = outputs[:len(labels)]
+            else:
+                outputs = (outputs[0][:len(labels)], outputs[1][:len(labels)])
             heads = {"desc": outputs} if stage == "tuning" else {"attn": outputs[0], "desc": outputs[1]}
             for name, logits in heads.items():
                 correct[name] = correct.get(name, 0) + int((logits.asnumpy().argmax(axis=1) == labels).sum())
@@ -187,4 +200,4 @@ def validation_accuracy(net, batches, stage: str) -> Dict[str, float]:
     return {f"val_{name}_top1": count / max(total, 1) for name, count in sorted(correct.items())}
 
 
-__all__: List[str] = ["DelfBackend", "network", "preprocessing", "validation_accuracy"]
+__all__: List[str] = ["DelfBackend", "network", "optimizer_spec", "preprocessing", "validation_accuracy"]

@@ -21,6 +21,9 @@ Global pool: ``mean`` (default, TF DELF) averages all conv5 positions; ``port`` 
 ``AvgPool2d(7, stride 7, 'valid')`` followed by a mean, which at 321 px (conv5 10x10) averages only the
 top-left 7x7 window.
 
+``bn_momentum`` is the port's 0.99 (MindSpore convention); short runs (the demo) lower it so the moving
+statistics that evaluation uses catch up with the weights within a few hundred steps.
+
 Attention initialisers are the port's (MindSpore ``Normal(sigma, mean)``): conv1 W ~ N(0, 0.05^2),
 b ~ N(-1, 1.5^2); conv2 W ~ N(1, 0.5^2), b = -0.6666; BN beta ~ N(-0.15, 0.17^2). The positive mean of
 conv2's weights puts initial softplus scores in the hundreds, which extraction's fixed threshold of 100
@@ -44,13 +47,13 @@ DESCRIPTOR_DIM = 2048
 class Attention(nn.Cell):
     """Score each block3 position; pool the L2-normalised features weighted by the scores."""
 
-    def __init__(self, channels: int = FEATURE_DIM, hidden: int = 512):
+    def __init__(self, channels: int = FEATURE_DIM, hidden: int = 512, bn_momentum: float = 0.99):
         super().__init__()
         f32 = ms.float32
         self.conv1 = nn.Conv2d(channels, hidden, 1, pad_mode="valid", has_bias=True,
                                weight_init=initializer(Normal(0.05, 0.0), [hidden, channels, 1, 1], f32),
                                bias_init=initializer(Normal(1.5, -1.0), [hidden], f32))
-        self.bn = nn.BatchNorm2d(hidden, eps=1e-3, momentum=0.99,
+        self.bn = nn.BatchNorm2d(hidden, eps=1e-3, momentum=bn_momentum,
                                  beta_init=initializer(Normal(0.17, -0.15), [hidden], f32))
         self.conv2 = nn.Conv2d(hidden, 1, 1, pad_mode="valid", has_bias=True,
                                weight_init=initializer(Normal(0.5, 1.0), [1, hidden, 1, 1], f32),
@@ -86,20 +89,21 @@ class MeanGlobalPool(nn.Cell):
 
 
 class DelfNet(nn.Cell):
-    def __init__(self, num_classes: int = 81313, mode: str = "test", global_pool: str = "mean"):
+    def __init__(self, num_classes: int = 81313, mode: str = "test", global_pool: str = "mean",
+                 bn_momentum: float = 0.99):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if global_pool not in GLOBAL_POOLS:
             raise ValueError(f"model.global_pool must be one of {GLOBAL_POOLS}, not {global_pool!r}")
         self.mode = mode
-        self.backbone = ResNet50Keras(conv5_stride=1, with_conv5=mode != "test")
+        self.backbone = ResNet50Keras(conv5_stride=1, with_conv5=mode != "test", bn_momentum=bn_momentum)
         self.subsample = nn.MaxPool2d(kernel_size=1, stride=2, pad_mode="valid")
         if mode != "test":
             self.global_pool = PortGlobalPool() if global_pool == "port" else MeanGlobalPool()
             self.desc = nn.Dense(DESCRIPTOR_DIM, num_classes, weight_init="XavierUniform", bias_init="zeros")
         if mode != "tuning":
-            self.attention = Attention()
+            self.attention = Attention(bn_momentum=bn_momentum)
         if mode == "attn":
             self.attn = nn.Dense(FEATURE_DIM, num_classes, weight_init="XavierUniform", bias_init="zeros")
 
