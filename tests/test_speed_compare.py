@@ -1,0 +1,58 @@
+"""benchmarks/compare_torch.py runs every PoseNet variant and prints the ratio table (smoke run, not timed).
+
+Speed targets are printed by the benchmark, never asserted: timings on a shared CI machine would make
+a timed test flaky. This checks that the comparison itself works from the repository: each twin builds,
+trains a step and infers, geoloc's variant goes through the shared trainer and engine, and a missing
+PyTorch is reported instead of crashing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+def test_compare_torch_prints_every_variant_with_ratios(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    cmd = [sys.executable, str(BENCH / "compare_torch.py"), "posenet", "--batch", "1", "--rounds", "1",
+           "--repeats", "1", "--threads", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
+    table = "\n".join(lines)
+    assert "PoseNet" in lines[0] and "batch 1, 224x224, 2 threads" in lines[0]
+    for label in ("geoloc (MindSpore)", "plain MindSpore twin", "PyTorch twin", "geoloc --engine onnxruntime"):
+        row = next(ln for ln in lines if ln.strip().startswith(label))
+        assert "skipped" not in row, table
+    torch_row = next(ln for ln in lines if ln.strip().startswith("PyTorch twin"))
+    assert torch_row.count("x") >= 2, table  # train and inference ratios
+    assert "onnxruntime / PyTorch inference" in table
+
+
+def test_missing_pytorch_is_reported_not_raised(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    import twins
+
+    with pytest.raises(twins.Unavailable, match=r"pip install -e '\.\[bench\]'"):
+        twins.import_torch(2)
+
+
+def test_every_twin_module_follows_the_interface(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import importlib
+
+    import compare_torch
+
+    for name in compare_torch.twin_modules():
+        module = importlib.import_module(f"twins.{name}")
+        assert isinstance(module.TITLE, str) and module.TITLE
+        assert "geoloc" in module.VARIANTS and set(module.VARIANTS) <= set(compare_torch.ORDER), name
+        assert callable(module.build)
