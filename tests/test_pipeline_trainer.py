@@ -3,13 +3,9 @@ the log, worker failures, Ctrl-C with workers running, mixed precision levels.
 
 Running this file as a script trains until interrupted (the Ctrl-C test starts it in a subprocess)."""
 
-import signal
-
-if __name__ == "__main__":  # as `geoloc train` does: SIGINT blocked before any thread (NumPy's) starts
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -232,7 +228,9 @@ def test_amp_levels_are_validated_and_o2_trains_on_cpu(tmp_path, ctx, records):
 def _main(run_dir: str, data: str) -> None:
     from geocli.runtime import context, interrupt, trainer
 
-    interrupt.defer()  # as `geoloc train` does before MindSpore starts
+    # As `geoloc train` does before MindSpore starts; NumPy's threads were started before it (this file
+    # imports NumPy first), so Ctrl-C only ends the run cleanly if the trainer reclaims SIGINT.
+    interrupt.defer()
     ctx = context.setup(run_dir, seed=0)
     plan = make_plan(Path(data), steps=10**6, workers=2, ctx=ctx)
     plan.checkpoint_every = 20

@@ -13,6 +13,13 @@ import signal
 import threading
 
 _deferred = False
+_reclaimed = False
+_flagged = False
+
+
+def _record(signum, frame) -> None:
+    global _flagged
+    _flagged = True
 
 
 def defer() -> None:
@@ -23,17 +30,39 @@ def defer() -> None:
         _deferred = True
 
 
+def reclaim() -> None:
+    """Take SIGINT back from MindSpore's handler; the trainer calls it after every step (one
+    ``sigaction``), because MindSpore installs its handler while steps run (measured: during the second
+    step). Threads started before :func:`defer` (NumPy's BLAS pool, when a script imported NumPy first)
+    do not block SIGINT, and a Ctrl-C delivered to one of them would run MindSpore's handler and kill the
+    run (exit 143, no checkpoint); Python's handler, installed here, only records it."""
+    global _reclaimed
+    if _deferred and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _record)
+        _reclaimed = True
+
+
 def requested() -> bool:
     """True (once) if a SIGINT arrived while deferred; the signal is consumed."""
-    if not _deferred or signal.SIGINT not in signal.sigpending():
+    global _flagged
+    if not _deferred:
+        return False
+    if _flagged:
+        _flagged = False
+        return True
+    if signal.SIGINT not in signal.sigpending():
         return False
     signal.sigtimedwait({signal.SIGINT}, 0)
     return True
 
 
 def restore() -> None:
-    global _deferred
+    global _deferred, _reclaimed, _flagged
     if _deferred:
         requested()  # drop a late Ctrl-C that arrived after the last step: training is over anyway
+        if _reclaimed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _reclaimed = False
+        _flagged = False
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         _deferred = False

@@ -275,6 +275,7 @@ class Trainer:
                             break
                         t1 = time.perf_counter()
                         terms = self._step(batch)
+                        interrupt.reclaim()  # MindSpore (re)installs its SIGINT handler while steps run
                         self.step += 1
                         n = len(batch[0]) * ctx.group_size
                         samples += n
