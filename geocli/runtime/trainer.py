@@ -241,8 +241,9 @@ class Trainer:
     def run(self, checkpoint_dir: Path, meta: Dict[str, Any], progress=None) -> TrainResult:
         """Drive the plan to its last step.
 
-        The host waits for the device once per logging window, not per step: the loss terms of each step
-        stay on the device until the window is logged (or the run is interrupted). Per window the log
+        The host waits for the device once per step (so that the next wait for data is measured as idle
+        time, not overlapped with the device's work), and fetches the loss terms once per logging window:
+        they stay on the device until the window is logged. Per window the log
         records the time the loop waited for data and the time it spent stepping, images/s and the
         data-wait share; the progress callback gets the last logged losses plus ``img/s`` and ``wait%``.
         """
