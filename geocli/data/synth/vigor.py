@@ -1,6 +1,6 @@
 """A small learnable VIGOR: four synthetic cities written in the exact VIGOR layout.
 
-Each city is an aerial map (roads on a jittered grid, blocks of buildings with random roof colours and
+Each city is an aerial map in its own colours (roads on a jittered grid, blocks of buildings with random roof colours and
 heights, parks with trees) at the city's true ground resolution (the corrected per-city m/px), cut into
 tiles on VIGOR's half-overlapping grid (one tile every 320 px of a 640 px tile). Panoramas are rendered
 from street-level positions by ray-marching the same height/colour map: north-aligned equirectangular
@@ -33,6 +33,9 @@ from geocli.errors import UsageError
 #: Where each synthetic city lies (latitudes matter: they set metres per degree of longitude).
 ORIGINS = {"NewYork": (40.7496, -73.9819), "Seattle": (47.5992, -122.3029),
            "SanFrancisco": (37.7749, -122.4194), "Chicago": (41.8520, -87.6912)}
+#: Each city's look, as real cities differ: bare-ground colour and the tint its roofs lean towards.
+STYLES = {"NewYork": ((96, 112, 84), (200, 90, 60)), "Seattle": ((80, 120, 90), (60, 110, 200)),
+          "SanFrancisco": ((150, 140, 110), (230, 210, 120)), "Chicago": ((110, 100, 100), (120, 200, 110))}
 MARKER = ".geoloc-synth-vigor.json"
 _ID_CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
 
@@ -49,10 +52,11 @@ class SynthSpec:
 
 # ---- the aerial map -----------------------------------------------------------------------------------
 
-def _city_map(rng: np.random.Generator, size_px: int, m_px: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _city_map(rng: np.random.Generator, size_px: int, m_px: float,
+              style=STYLES["NewYork"]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(colour RGB uint8, height m float32, facade RGB uint8) rasters of one city, north up."""
     colour = np.empty((size_px, size_px, 3), np.uint8)
-    colour[:] = (96, 112, 84)  # bare ground
+    colour[:] = style[0]  # bare ground
     height = np.zeros((size_px, size_px), np.float32)
     facade = np.zeros((size_px, size_px, 3), np.uint8)
     px = lambda metres: max(int(round(metres / m_px)), 1)  # noqa: E731
@@ -85,7 +89,7 @@ def _city_map(rng: np.random.Generator, size_px: int, m_px: float) -> Tuple[np.n
                     cv2.circle(height, (int(cx), int(cy)), rad, float(rng.uniform(5, 9)), -1)
                     cv2.circle(facade, (int(cx), int(cy)), rad, (40, 100, 40), -1)
                 continue
-            base = rng.integers(40, 230, size=3)
+            base = (rng.integers(40, 230, size=3) + np.asarray(style[1])) // 2  # the city's tint
             # split the block into 1-3 x 1-3 buildings, each with its own roof and height
             rows = np.linspace(top, bottom, int(rng.integers(1, 4)) + 1).astype(int)
             cols = np.linspace(left, right, int(rng.integers(1, 4)) + 1).astype(int)
@@ -188,7 +192,7 @@ def _city(root: Path, city: str, spec: SynthSpec, rng: np.random.Generator) -> D
     m_px = tile_m / spec.tile_px  # metres per pixel of the written (down-scaled) tiles
     extent_m = (spec.grid - 1) * step_m + tile_m
     size_px = int(np.ceil(extent_m / m_px)) + 2
-    colour, height, facade = _city_map(rng, size_px, m_px)
+    colour, height, facade = _city_map(rng, size_px, m_px, STYLES[city])
     lat0, lon0 = ORIGINS[city]
     deg_lat = np.degrees(1.0 / 6371004.0)  # degrees per metre
     deg_lon = deg_lat / np.cos(np.radians(lat0))
