@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64, help="pairs per training step / patches per inference batch")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="pairs per training step / patches per inference batch")
     parser.add_argument("--steps", type=int, default=5, help="timed steps / batches")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -35,7 +36,8 @@ def main() -> None:
     step = timed(bench.train, args.steps)
     infer = timed(bench.infer, args.steps)
     print(f"SDNet, {threads} threads: training {args.batch / step:.1f} pairs/s ({step * 1000:.0f} ms/step of "
-          f"{args.batch}); descriptors {args.batch / infer:.1f} patches/s ({infer * 1000:.0f} ms/batch of {args.batch})")
+          f"{args.batch}); descriptors {args.batch / infer:.1f} patches/s "
+          f"({infer * 1000:.0f} ms/batch of {args.batch})")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def test_registration_recovers_a_known_transform(trained):
     assert result.transform is not None and result.inliers >= 20
     error = reg.reprojection_error(result.transform, truth, optical.shape)
     identity = reg.reprojection_error(np.eye(3), truth, optical.shape)
-    print(f"\nregistration: {result.inliers} inliers of {result.matches}; error {error:.2f} px (identity {identity:.2f})")
+    print(f"\nregistration: {result.inliers} inliers of {result.matches}; "
+          f"error {error:.2f} px (identity {identity:.2f})")
     assert error < 3.0 < identity / 3  # SAR-side grid every 4 px: up to 2.8 px of quantisation per point
 
 

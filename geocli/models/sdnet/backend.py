@@ -126,7 +126,7 @@ class SDNetBackend(Backend):
         per_epoch = source.steps_per_epoch()
         steps = int(t["steps"]) or per_epoch * int(t["epochs"])
         end = lr_end_factor(cfg, per_epoch * int(t["epochs"]), batch * ctx.group_size, n)
-        log.info(f"sdnet: {n} training pairs in {path} (memory-mapped), {per_epoch} steps per epoch, "
+        log.info(f"sdnet: {n} training pairs in {path} (read per batch, not loaded), {per_epoch} steps per epoch, "
                  f"{steps} steps")
         net = _network(cfg, True)
         lc = cfg["loss"]

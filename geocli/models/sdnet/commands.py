@@ -62,10 +62,13 @@ def npz_prep_sen12(
         summary = prepare(Path(root), target, dict(cfg["prep"]), seed=seed, skip_bad=skip_bad,
                           overwrite=overwrite, progress=progress, workers=workers)
     table = Table(title=f"SEN1-2 -> {target}")
-    for col in ("season / split", "images", "matches", "non-matches", "no keypoints", "skipped"):
-        table.add_column(col, justify="right" if col != "season / split" else "left")
+    table.add_column("season", no_wrap=True)
+    table.add_column("split")
+    for col in ("images", "matches", "non-matches", "no keypoints", "skipped"):
+        table.add_column(col, justify="right")
     for key, c in summary["per_season"].items():
-        table.add_row(key, str(c.get("images", 0)), str(c.get("matches", 0)), str(c.get("non_matches", 0)),
+        season, split = key.split("/")
+        table.add_row(season, split, str(c.get("images", 0)), str(c.get("matches", 0)), str(c.get("non_matches", 0)),
                       str(c.get("images_without_keypoints", 0)), str(c.get("skipped_images", 0)))
     con = console()
     con.print(table)
