@@ -279,7 +279,8 @@ class WorkerPool:
             proc.join(timeout=1.0)
             self.close()
             raise DataError(f"data worker {proc.name} (pid {proc.pid}) exited with code {proc.exitcode} while "
-                            "building a batch (out of memory? a crash in a decoder?); "
+                            "building a batch (out of memory? a crash in a decoder? a script calling geocli "
+                            "without `if __name__ == '__main__':`?); "
                             "run with --set data.workers=0 to see the error in-process")
         if got_id != task_id:  # cannot happen with FIFO pipes; guard against silent reordering
             self.close()
