@@ -17,14 +17,13 @@ choice the port leaves open a ``prep.*`` config key (docs/sdnet.md):
   split (the previous one in file order; the first image borrows from the last).
 
 Rows go to a raw temporary file chunk by chunk and are then streamed into an UNCOMPRESSED zip member,
-so memory stays bounded for the full 282k pairs and training can memory-map ``arr_0`` instead of
-loading 4.8 GB (:func:`member_memmap`). Row order is deterministic (season, scene, patch, keypoint).
+so memory stays bounded for the full 282k pairs and training reads rows of ``arr_0`` in place instead
+of loading 4.8 GB (:class:`RowReader`; :func:`member_memmap` for sequential evaluation). Row order is deterministic (season, scene, patch, keypoint).
 """
 
 from __future__ import annotations
 
 import json
-import struct
 import time
 import zipfile
 from array import array
@@ -48,50 +47,15 @@ FILES = ("train.npz", "test.npz")
 
 # ---- memory-mapped reading ----------------------------------------------------------------------------
 
-def member_layout(path: Path, name: str) -> Tuple[int, Tuple[int, ...], np.dtype, bool]:
-    """(byte offset of the data, shape, dtype, fortran order) of member ``name`` of an uncompressed ``.npz``.
-
-    An uncompressed member is a plain ``.npy`` at a known offset of the zip, so its rows can be mapped or
-    read directly. Compressed members cannot: that is an error saying how to re-write the file."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo(f"{name}.npy")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except KeyError:
-        raise DataError(f"{path}: has no member {name!r} (expected the port's arr_0 images / arr_1 labels)") from None
-    except zipfile.BadZipFile:
-        raise DataError(f"{path}: not an .npz (zip) file") from None
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise DataError(f"{path}: member {name} is compressed and cannot be memory-mapped; re-save it with "
-                        "np.savez (not savez_compressed) or rebuild it with `geoloc data npz-prep sen12`")
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            raise DataError(f"{path}: corrupt zip entry {name}")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        try:
-            version = np.lib.format.read_magic(f)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = reader(f)
-        except ValueError as exc:
-            raise DataError(f"{path}: member {name} is not a valid .npy ({exc})") from None
-        offset = f.tell()
-    if dtype.hasobject:
-        raise DataError(f"{path}: member {name} holds Python objects; refusing to load it")
-    return offset, tuple(shape), dtype, bool(fortran)
-
-
 def member_memmap(path: Path, name: str) -> np.ndarray:
-    """A read-only ``np.memmap`` of member ``name`` (e.g. ``arr_0``) of an uncompressed ``.npz``
-    (``np.load(..., mmap_mode='r')`` does not map members of an ``.npz``)."""
-    offset, shape, dtype, fortran = member_layout(path, name)
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    """A read-only ``np.memmap`` of member ``name`` (e.g. ``arr_0``) of an uncompressed ``.npz``, through
+    the shared reader :class:`geocli.data.readers.NpzMembers` (compressed members are refused there with
+    the way out)."""
+    from geocli.data.readers import NpzMembers
+
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found")
+    return NpzMembers(path)[name]
 
 
 class RowReader:
@@ -101,9 +65,11 @@ class RowReader:
 
     def __init__(self, path: Path, name: str = "arr_0"):
         self.path, self.name = Path(path), name
-        self.offset, self.shape, self.dtype, fortran = member_layout(path, name)
-        if fortran:
+        mapped = member_memmap(path, name)  # only to learn where the rows are; dropped right away
+        if np.isfortran(mapped) and mapped.ndim > 1:
             raise DataError(f"{path}: member {name} is stored in Fortran order; re-save it C-ordered")
+        self.offset, self.shape, self.dtype = int(mapped.offset), tuple(mapped.shape), mapped.dtype
+        del mapped
         self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
         self._fd: Optional[int] = None
 
