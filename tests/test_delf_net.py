@@ -48,6 +48,10 @@ def test_modes_share_parameter_names_and_return_the_ports_outputs(ms_ctx):
     assert attn_logits.shape == (2, 5) and desc_logits.shape == (2, 5)
     prob, block3 = nets["test"](images)
     assert prob.shape == (2, 1, 2, 3) and block3.shape == (2, 1024, 2, 3)  # stride 32
+    narrow = DelfNet(num_classes=5, mode="test", width=0.25)  # the tests' training width
+    narrow.set_train(False)
+    assert {p.name for p in narrow.get_parameters()} == names["test"]
+    assert narrow(images)[1].shape == (2, 256, 2, 3)
 
 
 def test_attention_initialisers_put_scores_in_the_hundreds(ms_ctx):

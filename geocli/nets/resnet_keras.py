@@ -23,6 +23,7 @@ The trunk is callable in two halves: :meth:`ResNet50Keras.to_conv4` (stem .. con
 stride 16) and :meth:`ResNet50Keras.conv5` (conv5_x, 2048 channels). ``conv5_stride=1`` is DELF's
 layout, where a 1x1/2 max-pool between the halves does the down-sampling instead (see delf/net.py);
 ``with_conv5=False`` builds no conv5 parameters at all (DELF's extraction network needs none).
+``width`` multiplies every channel count (1.0 is ResNet50; tests use 0.25 to fit their CPU budget).
 
 Parameter count of the full trunk: 23,587,712 (Keras ``ResNet50(include_top=False)`` reports the
 same), of which 23,534,592 are trainable; the 53,120 others are BatchNorm moving means and variances,
@@ -74,6 +75,11 @@ def module_of(keras_layer: str) -> str:
         raise KeyError(keras_layer)
     kind, block, branch = m.groups()
     return f"res{block}.branch{branch}" if kind == "res" else f"res{block}.bn_branch{branch}"
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channels of a layer at width multiplier ``width`` (1.0: ResNet50 itself)."""
+    return max(int(round(channels * width)), 1)
 
 
 def parameter_shapes(with_conv5: bool = True) -> Dict[str, Tuple[int, ...]]:
@@ -144,19 +150,22 @@ class ResNet50Keras(nn.Cell):
     when built ``with_conv5=False``). Blocks are attributes named like Keras (``res2a`` .. ``res5c``)
     and called one by one, which keeps every parameter name equal to its Keras layer's."""
 
-    def __init__(self, conv5_stride: int = 2, with_conv5: bool = True, bn_momentum: float = BN_MOMENTUM):
+    def __init__(self, conv5_stride: int = 2, with_conv5: bool = True, bn_momentum: float = BN_MOMENTUM,
+                 width: float = 1.0):
         super().__init__()
-        self.conv1 = conv(3, 64, 7, 2)
-        self.bn_conv1 = batchnorm(64, bn_momentum)
+        stem = scaled(64, width)
+        self.conv1 = conv(3, stem, 7, 2)
+        self.bn_conv1 = batchnorm(stem, bn_momentum)
         self.relu = nn.ReLU()
         self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
         self.with_conv5 = with_conv5
-        cin = 64
-        for stage, n, width, cout, stride in STAGES if with_conv5 else STAGES[:3]:
+        cin = stem
+        for stage, n, mid, cout, stride in STAGES if with_conv5 else STAGES[:3]:
+            mid, cout = scaled(mid, width), scaled(cout, width)
             if stage == 5:
                 stride = conv5_stride
             for i, letter in enumerate(block_names(n)):
-                block = Bottleneck(cin, width, cout, stride if i == 0 else 1, project=i == 0, bn_momentum=bn_momentum)
+                block = Bottleneck(cin, mid, cout, stride if i == 0 else 1, project=i == 0, bn_momentum=bn_momentum)
                 setattr(self, f"res{stage}{letter}", block)
                 cin = cout
 

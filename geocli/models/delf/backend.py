@@ -40,7 +40,7 @@ def network(cfg: Dict[str, Any], mode: str, num_classes: int = 1):
 
     try:
         return DelfNet(num_classes=num_classes, mode=mode, global_pool=cfg["model"]["global_pool"],
-                       bn_momentum=cfg["model"].get("bn_momentum", 0.99))
+                       bn_momentum=cfg["model"].get("bn_momentum", 0.99), width=cfg["model"].get("width", 1.0))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -22,7 +22,8 @@ Global pool: ``mean`` (default, TF DELF) averages all conv5 positions; ``port`` 
 top-left 7x7 window.
 
 ``bn_momentum`` is the port's 0.99 (MindSpore convention); short runs (the demo) lower it so the moving
-statistics that evaluation uses catch up with the weights within a few hundred steps.
+statistics that evaluation uses catch up with the weights within a few hundred steps. ``width`` scales
+every channel count (1.0: DELF; the tests train at 0.25 to fit their CPU budget).
 
 Attention initialisers are the port's (MindSpore ``Normal(sigma, mean)``): conv1 W ~ N(0, 0.05^2),
 b ~ N(-1, 1.5^2); conv2 W ~ N(1, 0.5^2), b = -0.6666; BN beta ~ N(-0.15, 0.17^2). The positive mean of
@@ -36,7 +37,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from geocli.nets.resnet_keras import ResNet50Keras, feature_sizes
+from geocli.nets.resnet_keras import ResNet50Keras, feature_sizes, scaled
 
 MODES = ("tuning", "attn", "test")
 GLOBAL_POOLS = ("mean", "port")
@@ -90,22 +91,23 @@ class MeanGlobalPool(nn.Cell):
 
 class DelfNet(nn.Cell):
     def __init__(self, num_classes: int = 81313, mode: str = "test", global_pool: str = "mean",
-                 bn_momentum: float = 0.99):
+                 bn_momentum: float = 0.99, width: float = 1.0):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if global_pool not in GLOBAL_POOLS:
             raise ValueError(f"model.global_pool must be one of {GLOBAL_POOLS}, not {global_pool!r}")
         self.mode = mode
-        self.backbone = ResNet50Keras(conv5_stride=1, with_conv5=mode != "test", bn_momentum=bn_momentum)
+        self.backbone = ResNet50Keras(conv5_stride=1, with_conv5=mode != "test", bn_momentum=bn_momentum, width=width)
+        features, descriptor = scaled(FEATURE_DIM, width), scaled(DESCRIPTOR_DIM, width)
         self.subsample = nn.MaxPool2d(kernel_size=1, stride=2, pad_mode="valid")
         if mode != "test":
             self.global_pool = PortGlobalPool() if global_pool == "port" else MeanGlobalPool()
-            self.desc = nn.Dense(DESCRIPTOR_DIM, num_classes, weight_init="XavierUniform", bias_init="zeros")
+            self.desc = nn.Dense(descriptor, num_classes, weight_init="XavierUniform", bias_init="zeros")
         if mode != "tuning":
-            self.attention = Attention(bn_momentum=bn_momentum)
+            self.attention = Attention(features, scaled(512, width), bn_momentum=bn_momentum)
         if mode == "attn":
-            self.attn = nn.Dense(FEATURE_DIM, num_classes, weight_init="XavierUniform", bias_init="zeros")
+            self.attn = nn.Dense(features, num_classes, weight_init="XavierUniform", bias_init="zeros")
 
     def block3(self, images):
         """The subsampled conv4_x map: DELF's local features before PCA, [N, 1024, h, w] at stride 32."""
