@@ -92,6 +92,22 @@ def _stage(grad_fn, reducer, appliers):
     return stage
 
 
+def _synchronizer(device: str):
+    """Wait for the device's queued work. ``mindspore.runtime.synchronize()`` refuses CPU: its first call
+    logs "CPU device is not supported" and returns without waiting (later calls do wait); the function
+    it wraps waits on CPU as well (measured: a 1 s step's sync then leaves nothing for ``asnumpy``)."""
+    import mindspore as ms
+
+    if device == "cpu":
+        try:
+            from mindspore.runtime.stream import synchronize_
+
+            return synchronize_
+        except ImportError:  # another MindSpore layout: the public call (one logged error, then it waits)
+            pass
+    return ms.runtime.synchronize
+
+
 class _Window:
     """One logging window: the steps' loss terms (device tensors, fetched together when logged), images,
     and the seconds the loop waited for data vs spent stepping."""
@@ -227,11 +243,11 @@ class Trainer:
         inputs = [ms.Tensor(b) for b in batch]
         if self.amp_level == "O0" or self.ctx.device != "cpu" or self._amp_checked:
             terms = self.step_fn(*inputs)
-            ms.runtime.synchronize()
+            self._sync()
             return terms
         try:  # float16 on CPU: MindSpore lacks some kernels; say so instead of its stack trace
             terms = self.step_fn(*inputs)
-            ms.runtime.synchronize()
+            self._sync()
             [t.asnumpy() for t in terms]
         except (RuntimeError, TypeError, ValueError) as exc:
             raise amp.cpu_failure(self.amp_level, exc) from None
@@ -253,6 +269,7 @@ class Trainer:
             raise ConfigError("the training data yields no full batch: lower the batch size or add data")
         names = ["loss"] + list(plan.loss_names)
         self._amp_checked = False
+        self._sync = _synchronizer(ctx.device)
         last_losses: Dict[str, float] = {}
         eval_metrics: Dict[str, float] = {}
         last_ckpt: Optional[Path] = None
