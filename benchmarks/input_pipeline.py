@@ -230,7 +230,6 @@ def index_memory(folder: Path, n: int = 100_000):
 # ---- 4. data-wait share of a ResNet50 step --------------------------------------------------------
 
 def resnet_step_share(path: Path, n: int, workers: int, steps: int, batch: int, threads: int):
-    import mindspore as ms
     from mindspore import nn, ops
 
     from geocli.nets.resnet_torchvision import ResNet50
