@@ -151,26 +151,25 @@ def build(cfg: Dict[str, Any]) -> VigorNet:
 # Views of one VigorNet's sub-cells; ``auto_prefix=False`` so wrapping them does not rename the network's
 # parameters (MindSpore re-prefixes the parameters of a cell assigned as an attribute).
 
-class GroundGraph(nn.Cell):
-    """Panorama (B, 3, H, W) -> (descriptor, raw descriptor)."""
+class BranchGraph(nn.Cell):
+    """Image (B, 3, H, W) -> (descriptor, raw descriptor) of one branch."""
 
-    def __init__(self, net: VigorNet):
+    def __init__(self, branch: Branch):
         super().__init__(auto_prefix=False)  # keep the network's parameter names (checkpoints)
-        self.branch = net.grd
+        self.branch = branch
 
     def construct(self, x):
         return self.branch(x)
 
 
-class SatelliteGraph(nn.Cell):
-    """Tile (B, 3, h, w) -> (descriptor, raw descriptor)."""
+def GroundGraph(net: VigorNet) -> BranchGraph:  # noqa: N802 - reads like the cell it returns
+    """Panorama -> (descriptor, raw descriptor)."""
+    return BranchGraph(net.grd)
 
-    def __init__(self, net: VigorNet):
-        super().__init__(auto_prefix=False)  # keep the network's parameter names (checkpoints)
-        self.branch = net.sat
 
-    def construct(self, x):
-        return self.branch(x)
+def SatelliteGraph(net: VigorNet) -> BranchGraph:  # noqa: N802
+    """Tile -> (descriptor, raw descriptor)."""
+    return BranchGraph(net.sat)
 
 
 class OffsetGraph(nn.Cell):
@@ -193,5 +192,5 @@ def example_inputs(cfg: Dict[str, Any], batch: int = 1) -> Tuple[np.ndarray, np.
             rng.standard_normal((batch, 3, sh, sw)).astype(np.float32))
 
 
-__all__ = ["SAFA", "Branch", "OffsetHead", "VigorNet", "build", "GroundGraph", "SatelliteGraph", "OffsetGraph",
+__all__ = ["SAFA", "Branch", "OffsetHead", "VigorNet", "build", "BranchGraph", "GroundGraph", "SatelliteGraph", "OffsetGraph",
            "example_inputs", "l2_normalise"]
