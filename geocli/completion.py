@@ -11,12 +11,16 @@ produced by walking ``typer.main.get_command(app)`` this gives the better result
 * it can never fall behind the installed version: a new command, option or model needs no regeneration
   (the committed files change only when Typer's protocol or the program name does, which the test in
   ``tests/test_completions.py`` catches);
-* values come from the code that checks them: MODEL offers :func:`geocli.registry.names` (hidden models
-  left out), ``--preset`` offers the presets of the model already on the line, and commands, options and
-  their help are the ones ``--help`` shows;
-* it is fast enough: importing the CLI does not import MindSpore; a completion round trip took about
-  0.15 s here. A static script would answer in milliseconds, but would still have to call ``geoloc``
-  for model names and presets, and would go stale with every option added.
+* values come from the code that checks them: each task's models come from :func:`geocli.registry.names`
+  (hidden models left out), ``--preset`` offers the presets of the model on the line (the model is the
+  command, see :mod:`geocli.cli.plugins`), a model's flags offer their declared choices, and commands,
+  options and their help are the ones ``--help`` shows; paths are left to the shell's file completion;
+* zsh and fish show one short line per value (:func:`use_one_line_help`): Typer renders descriptions
+  through Rich at the terminal width, and a wrapped description broke the entry in both shells;
+* it is fast enough: a TAB imports neither MindSpore nor NumPy (``tests/test_completions.py`` checks
+  every round trip, including each model's own sub-commands). A static script would answer in
+  milliseconds, but would still have to call ``geoloc`` for model names and presets, and would go stale
+  with every option added.
 
 They are the scripts ``geoloc --show-completion`` prints and ``geoloc --install-completion`` installs
 (which edits your shell's rc file); the committed copies are for packagers and for installing by hand:

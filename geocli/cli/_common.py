@@ -38,7 +38,20 @@ def report_error(message: str) -> None:
     error_console().print(f"[bold red]error:[/] {message}", markup=True, emoji=False)
 
 
-class GeolocGroup(TyperGroup):
+class DescribedGroup(TyperGroup):
+    """A group whose sub-command names complete with their whole one-line summary (zsh and fish show it,
+    shortened by geocli.completion.one_line) instead of Typer's 45-character cut without an ellipsis."""
+
+    def shell_complete(self, ctx, incomplete: str):
+        items = super().shell_complete(ctx, incomplete)
+        for item in items:
+            cmd = None if item.value.startswith("-") else self.get_command(ctx, item.value)
+            if cmd is not None and (cmd.short_help or cmd.help):
+                item.help = cmd.short_help or cmd.help
+        return items
+
+
+class GeolocGroup(DescribedGroup):
     """Root click group that maps domain errors to exit codes instead of tracebacks."""
 
     def _main_shell_completion(self, ctx_args, prog_name, complete_var=None) -> None:
@@ -80,7 +93,7 @@ def make_app(name: str, help: str, *, root: bool = False, cls: Optional[type] = 
         pretty_exceptions_show_locals=False,
         add_completion=root,
         rich_markup_mode="rich",
-        cls=cls or (GeolocGroup if root else TyperGroup),
+        cls=cls or (GeolocGroup if root else DescribedGroup),
         **kwargs,
     )
 

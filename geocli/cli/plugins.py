@@ -24,7 +24,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 from typing_extensions import Annotated
 
-from geocli.cli._common import CONTEXT_SETTINGS
+from geocli.cli._common import CONTEXT_SETTINGS, DescribedGroup
 from geocli.errors import UsageError
 
 
@@ -62,7 +62,7 @@ def _needs_args(func: Callable) -> bool:
     return any(p.default is inspect.Parameter.empty for p in params)
 
 
-class RegistryGroup(TyperGroup):
+class RegistryGroup(DescribedGroup):
     """A group whose children are computed on demand.
 
     :meth:`get_command` (listings, help, completion of the child's name) returns a cheap command that
