@@ -19,11 +19,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from geocli.errors import GeolocError, UsageError
+
+if TYPE_CHECKING:  # NumPy is imported where it is used: the CLI's --engine completion imports this module
+    import numpy as np
 
 ENGINES: Tuple[str, ...] = ("mindspore", "onnxruntime")
 DEFAULT = "mindspore"
@@ -62,6 +63,8 @@ def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "
     outputs dropped, longer ones split, which assumes, as every inference graph here does, that each
     output row depends on its own input row only (eval-mode BatchNorm, no batch statistics).
     """
+    import numpy as np
+
     name = check(engine)
     if name == DEFAULT:
         return cell_runner(_graph(backend, cfg, network, graph).cell)
@@ -162,12 +165,16 @@ def onnx_graph(backend, cfg: Dict[str, Any], network, *, graph: str = "", batch_
 
 
 def _batched(x: np.ndarray, batch_size: Optional[int]) -> np.ndarray:
+    import numpy as np
+
     if not batch_size or batch_size == len(x):
         return x
     return np.resize(x, (int(batch_size),) + x.shape[1:])  # repeats the example rows
 
 
 def _cache_key(model: str, graph: str, inputs: List[np.ndarray], cfg: Dict[str, Any], network) -> str:
+    import numpy as np
+
     from geocli import __version__
 
     digest = hashlib.blake2b(digest_size=8)
