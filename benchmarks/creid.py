@@ -88,7 +88,10 @@ def main() -> None:
         o, lc = cfg["optim"], cfg["loss"]
         loss = CReIDLoss(net, args.k, margin=lc["margin"], epsilon=lc["label_smoothing"],
                          center_weight=lc["center_weight"], weight_decay=o["weight_decay"], decayed=main_params)
-        plan = TrainPlan(network=net, forward=lambda x, y: loss(x, y),
+        def forward(x, y):  # a def, not a lambda: MindSpore's graph parser needs it on its own line
+            return loss(x, y)
+
+        plan = TrainPlan(network=net, forward=forward,
                          loss_names=["xent", "triplet", "center", "centroid", "l2"],
                          optimizers=[OptimizerSpec("main", main_params, kind="adam", lr=o["lr"]),
                                      OptimizerSpec("center", [net.centers], kind="sgd", lr=o["center_lr"])],

@@ -59,8 +59,10 @@ def _geoloc(opts: Options) -> Bench:
     main = [p for p in net.trainable_params() if p.name != "centers"]
     loss = CReIDLoss(net, K, margin=lc["margin"], epsilon=lc["label_smoothing"], center_weight=lc["center_weight"],
                      weight_decay=o["weight_decay"], decayed=main)
-    plan = TrainPlan(network=net, forward=lambda x, y: loss(x, y), loss_names=["xent", "triplet", "center",
-                                                                                "centroid", "l2"],
+    def forward(images, labels):  # a def, not a lambda: MindSpore's graph parser needs it on its own line
+        return loss(images, labels)
+
+    plan = TrainPlan(network=net, forward=forward, loss_names=["xent", "triplet", "center", "centroid", "l2"],
                      optimizers=[OptimizerSpec("main", main, kind="adam", lr=o["lr"]),
                                  OptimizerSpec("center", [net.centers], kind="sgd", lr=o["center_lr"])],
                      data=IndexedSource(1, 1, lambda idx, seed: (), drop_last=False), steps=10**6)
