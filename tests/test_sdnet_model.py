@@ -146,10 +146,15 @@ def test_three_parameter_groups_identical_settings_and_one_forward_per_step(tmp_
 
     net.set_train(True)
     plan = TrainPlan(network=net, forward=forward, loss_names=list(L.TERMS), optimizers=specs, data=None, steps=10)
-    trainer = Trainer(plan, RunContext(tmp_path, mode="pynative"))
-    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
-    x = np.random.default_rng(6).uniform(-1, 1, (4, 1, 64, 64)).astype(np.float32)
-    trainer.step_fn(_t(x), _t(x[::-1].copy()))
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # an earlier test in this process may have chosen graph mode
+    try:
+        trainer = Trainer(plan, RunContext(tmp_path, mode="pynative"))
+        before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+        x = np.random.default_rng(6).uniform(-1, 1, (4, 1, 64, 64)).astype(np.float32)
+        trainer.step_fn(_t(x), _t(x[::-1].copy()))
+    finally:
+        ms.set_context(mode=mode)
     assert len(calls) == 1  # one forward (and one backward) updates all three groups
     changed = {g: any(not np.array_equal(before[p.name], p.asnumpy()) for p in ps) for g, ps in groups.items()}
     assert changed == {"focal": True, "lower": True, "decoder": True}
