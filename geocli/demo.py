@@ -20,6 +20,26 @@ from geocli.errors import GeolocError
 PLANNED = ("posenet", "sdnet", "creid", "delf", "vigor")
 
 
+def train_demo_plan(model: str, preset: str, cfg: Dict, plan, data: Path, ctx, runner=None):
+    """Run a demo's training plan with progress in the run's log every ``train.log_every`` steps.
+
+    ``runner(plan, ctx, meta=..., progress=...)`` defaults to the shared trainer; tests pass their own.
+    One helper for every backend's demo, so the demos differ only in their data and their evaluation."""
+    from geocli.runtime.runlog import default_logger
+
+    if runner is None:
+        from geocli.runtime.trainer import train as runner
+    log = default_logger(ctx.log)
+    meta = {"model": model, "preset": preset, "config": cfg, "seed": cfg["seed"], "data": str(data)}
+    every = max(cfg["train"]["log_every"], 1)
+
+    def progress(step: int, total: int, values: Dict[str, float]) -> None:
+        if step % every == 0 or step == total:
+            log.info(f"{model} step {step}/{total} " + " ".join(f"{k}={v:.3f}" for k, v in values.items()))
+
+    return runner(plan, ctx, meta=meta, progress=progress)
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "geoloc" / "demo"

@@ -108,19 +108,3 @@ def test_batches(paths: Sequence[Path], size: Sequence[int], batch_size: int) ->
         yield normalise(np.stack([resize(read_rgb(Path(p)), size) for p in chunk]))
 
 
-def image_files(inputs: Sequence[Path]) -> List[Path]:
-    """Files as given, folders expanded to their images (recursively, sorted)."""
-    from geocli.data.formats.reid import IMAGE_SUFFIXES
-    from geocli.errors import UsageError
-
-    found: List[Path] = []
-    for path in map(Path, inputs):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    if not found:
-        raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
-    return found

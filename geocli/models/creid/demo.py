@@ -27,6 +27,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     """Returns rank-1 / mAP of the trained and the untrained network (full gallery and centroids) and
     the path of the ranked-gallery picture."""
     from geocli import config
+    from geocli.demo import train_demo_plan
     from geocli.api import write_metrics
     from geocli.models.creid.backend import build, inference_copy
     from geocli.models.creid.retrieve import run_retrieval
@@ -38,16 +39,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     cfg = config.resolve("creid", preset, None, list(overrides))
     untrained = backend.evaluate(cfg, data_dir, build(cfg), None, ctx)
     plan = backend.train_plan(cfg, data_dir, ctx)
-    if runner is None:
-        from geocli.runtime.trainer import train as runner
-    meta = {"model": "creid", "preset": preset, "config": cfg, "seed": cfg["seed"], "data": str(data_dir)}
-    every = max(cfg["train"]["log_every"], 1)
-
-    def progress(step: int, total: int, losses: Dict[str, float]) -> None:
-        if step % every == 0 or step == total:
-            log.info(f"step {step}/{total} " + " ".join(f"{k}={v:.3f}" for k, v in losses.items()))
-
-    result = runner(plan, ctx, meta=meta, progress=progress)
+    result = train_demo_plan("creid", preset, cfg, plan, data_dir, ctx, runner)
     network = inference_copy(cfg, plan.network)
     eval_dir = Path(out_dir) / "eval"
     metrics = backend.evaluate(cfg, data_dir, network, eval_dir, ctx)

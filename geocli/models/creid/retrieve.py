@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from geocli.data.images import image_files
 from geocli.errors import DataError, UsageError
 from geocli.fileio import atomic_write_text
 from geocli.models.creid import data as cdata
@@ -53,7 +54,7 @@ def gallery_index(folder: Path) -> Tuple[List[Path], List[str], np.ndarray, np.n
         if paths:
             cams = [-2] * len(paths)
             return paths, reid.names_of(paths, folder), np.asarray(pids), np.asarray(cams), True
-    paths = cdata.image_files([folder])
+    paths = image_files([folder])
     return paths, reid.names_of(paths, folder), np.arange(len(paths)), np.full(len(paths), -2), False
 
 
@@ -104,7 +105,7 @@ def run_retrieval(cfg: Dict[str, Any], inputs: Sequence[Path], network, out_dir:
     if not r["gallery"]:
         raise UsageError("--gallery is required: an image folder (embedded once into an HDF5 store) or a "
                          "FEATURES.h5 store")
-    queries = cdata.image_files(inputs)
+    queries = image_files(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def embed_fn(paths):

@@ -28,9 +28,9 @@ import numpy as np
 
 from geocli.data import mindrecord
 from geocli.data.cambridge_mindrecord import default_out, record_path
+from geocli.data.images import IMAGE_SUFFIXES, image_files  # noqa: F401  (re-exported: pdata.image_files)
 from geocli.errors import ConfigError, DataError, UsageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -203,21 +203,6 @@ def test_batches(frames: Frames, cfg: Dict[str, Any], batch_size: int) -> Iterat
 
 
 # ---- image files (retrieve) -------------------------------------------------------------------------
-
-def image_files(inputs: Sequence[Path]) -> List[Path]:
-    """Files as given; folders expanded to the images in them (recursively, sorted)."""
-    found: List[Path] = []
-    for path in map(Path, inputs):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    if not found:
-        raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
-    return found
-
 
 def read_image_file(path: Path) -> np.ndarray:
     try:

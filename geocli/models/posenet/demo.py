@@ -33,6 +33,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     ``runner(plan, ctx, meta=..., progress=...)`` runs the training plan; the default is the shared
     trainer. Progress goes to the run's log (``ctx.log``) every ``train.log_every`` steps."""
     from geocli import config
+    from geocli.demo import train_demo_plan
     from geocli.api import write_metrics
     from geocli.models.posenet.backend import inference_copy
     from geocli.runtime.runlog import default_logger
@@ -42,16 +43,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     log.info(f"posenet demo: plaza scene in {data_dir} ({summary['train']} train / {summary['test']} test frames)")
     cfg = config.resolve("posenet", preset, None, list(overrides))
     plan = backend.train_plan(cfg, data_dir, ctx)
-    if runner is None:
-        from geocli.runtime.trainer import train as runner
-    meta = {"model": "posenet", "preset": preset, "config": cfg, "seed": cfg["seed"], "data": str(data_dir)}
-    every = max(cfg["train"]["log_every"], 1)
-
-    def progress(step: int, total: int, losses: Dict[str, float]) -> None:
-        if step % every == 0 or step == total:
-            log.info(f"step {step}/{total} " + " ".join(f"{k}={v:.3f}" for k, v in losses.items()))
-
-    result = runner(plan, ctx, meta=meta, progress=progress)
+    result = train_demo_plan("posenet", preset, cfg, plan, data_dir, ctx, runner)
     network = inference_copy(backend, cfg, plan.network)
     metrics = backend.evaluate(cfg, data_dir, network, Path(out_dir) / "eval", ctx)
     write_metrics(Path(out_dir) / "eval", "posenet", metrics, data=data_dir)

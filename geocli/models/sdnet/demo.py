@@ -84,6 +84,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
              preset: str = "demo", overrides: Iterable[str] = (), spec: synth.SynthSpec = DEMO_SPEC) -> Dict[str, Any]:
     """Returns FPR95 before and after training, the port's accuracy, and the registration figures."""
     from geocli import config
+    from geocli.demo import train_demo_plan
     from geocli.api import write_metrics
     from geocli.data.sen12_npz import open_pairs
     from geocli.models.sdnet.backend import inference_copy, pair_distances, patch_metrics
@@ -97,16 +98,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     test = open_pairs(npz / "test.npz")
     untrained = patch_metrics(pair_distances(backend.build_network(cfg), test, 256), test.labels)
     plan = backend.train_plan(cfg, npz, ctx)
-    if runner is None:
-        from geocli.runtime.trainer import train as runner
-    meta = {"model": "sdnet", "preset": preset, "config": cfg, "seed": cfg["seed"], "data": str(npz)}
-    every = max(cfg["train"]["log_every"], 1)
-
-    def progress(step: int, total: int, losses: Dict[str, float]) -> None:
-        if step % every == 0 or step == total:
-            log.info(f"step {step}/{total} loss={losses['loss']:.3f} hardnet={losses['hardnet']:.3f}")
-
-    result = runner(plan, ctx, meta=meta, progress=progress)
+    result = train_demo_plan("sdnet", preset, cfg, plan, npz, ctx, runner)
     network = inference_copy(backend, cfg, plan.network)
     out_dir = Path(out_dir)
     metrics = backend.evaluate(cfg, npz, network, out_dir / "eval", ctx)

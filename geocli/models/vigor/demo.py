@@ -19,6 +19,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
              preset: str = "demo", overrides: Iterable[str] = (), spec: synth.SynthSpec = DEMO_SPEC) -> Dict[str, Any]:
     """Returns R@1 (and chance), hit rate and the median metre errors without/with the offset head."""
     from geocli import config
+    from geocli.demo import train_demo_plan
     from geocli.api import write_metrics
     from geocli.models.vigor.backend import inference_copy
     from geocli.runtime.runlog import default_logger
@@ -28,16 +29,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     log.info(f"vigor demo: {summary['panoramas']} panoramas, {summary['tiles']} tiles in {data_dir}")
     cfg = config.resolve("vigor", preset, None, list(overrides))
     plan = backend.train_plan(cfg, data_dir, ctx)
-    if runner is None:
-        from geocli.runtime.trainer import train as runner
-    meta = {"model": "vigor", "preset": preset, "config": cfg, "seed": cfg["seed"], "data": str(data_dir)}
-    every = max(cfg["train"]["log_every"], 1)
-
-    def progress(step: int, total: int, losses: Dict[str, float]) -> None:
-        if step % every == 0 or step == total:
-            log.info(f"step {step}/{total} " + " ".join(f"{k}={v:.3f}" for k, v in losses.items()))
-
-    result = runner(plan, ctx, meta=meta, progress=progress)
+    result = train_demo_plan("vigor", preset, cfg, plan, data_dir, ctx, runner)
     net = inference_copy(backend, cfg, plan.network)
     metrics = backend.evaluate(cfg, data_dir, net, Path(out_dir) / "eval", ctx)
     write_metrics(Path(out_dir) / "eval", "vigor", metrics, data=data_dir)
