@@ -212,16 +212,28 @@ def test_googlenet_checkpoint_initialises_the_backbone_only(ctx, backend, tmp_pa
         backend.map_weights({"resnet.layer1.weight": ms.Tensor(np.zeros(1, np.float32))}, cfg)
 
 
-def test_explicit_pad_max_pool_equals_mindspores_same_pool(ctx):
-    """The ONNX-exportable pool (zero pad + 'valid') is exact after a ReLU, for odd and even sizes."""
+def _numpy_same_max_pool(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
+    """Reference 'same' max-pool: TF-style padding (the extra row/column at the end), -inf outside."""
+    n = x.shape[-1]
+    out = -(-n // stride)
+    total = max((out - 1) * stride + kernel - n, 0)
+    before = total // 2
+    padded = np.pad(x, ((0, 0), (0, 0), (before, total - before), (before, total - before)),
+                    constant_values=-np.inf)
+    return np.stack([np.stack([padded[:, :, i * stride:i * stride + kernel, j * stride:j * stride + kernel].max(axis=(2, 3))
+                               for j in range(out)], axis=-1) for i in range(out)], axis=-2)
+
+
+def test_same_max_pool_matches_tf_style_padding(ctx):
+    """GoogLeNet's pools (MindSpore 'same' mode, the form that exports to ONNX) pad as TF does, for odd
+    and even sizes, on signed inputs (so a zero pad would show)."""
     import mindspore as ms
-    from mindspore import nn
 
     from geocli.nets.googlenet import SameMaxPool
 
     rng = np.random.default_rng(0)
     for size in (7, 8, 113):
-        x = ms.Tensor(np.maximum(rng.standard_normal((1, 2, size, size)), 0).astype(np.float32))
+        x = rng.standard_normal((1, 2, size, size)).astype(np.float32)
         for kernel, stride in ((3, 2), (3, 1), (2, 2)):
-            ours = SameMaxPool(kernel, stride)(x).asnumpy()
-            np.testing.assert_array_equal(ours, nn.MaxPool2d(kernel, stride, pad_mode="same")(x).asnumpy())
+            ours = SameMaxPool(kernel, stride)(ms.Tensor(x)).asnumpy()
+            np.testing.assert_array_equal(ours, _numpy_same_max_pool(x, kernel, stride))
