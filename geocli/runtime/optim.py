@@ -82,7 +82,11 @@ def make_scaler(factor: float) -> Callable[[tuple], tuple]:
     if factor == 1.0:
         return lambda grads: grads
     hyper_map = ops.HyperMap()
-    return lambda grads: hyper_map(lambda g: g * factor, grads)
+
+    def scale_one(g):  # a named function: graph mode refuses a lambda with a free variable in HyperMap
+        return g * factor
+
+    return lambda grads: hyper_map(scale_one, grads)
 
 
 def parameter_names(params: List[Any]) -> List[str]:
