@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from geocli.data.synth import marker_state
 from geocli.data.formats import cambridge as fmt
 from geocli.errors import DataError
 
@@ -291,13 +292,9 @@ def _sample(texture: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, border: i
 
 def scene_state(out: Path, spec: SynthSpec) -> str:
     """'absent', 'done' (same spec, complete), 'other' (different spec) or 'foreign' (not ours)."""
-    marker = out / MARKER
-    if marker.is_file():
-        try:
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-        except ValueError:
-            return "foreign"
-        return "done" if saved.get("spec") == asdict(spec) and saved.get("complete") else "other"
+    known = marker_state(out / MARKER, spec)
+    if known is not None:
+        return known
     if any(fmt.split_file(out, s).exists() for s in fmt.SPLITS):
         return "foreign"
     return "absent"

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from geocli.data.synth import marker_state
 from geocli.data.formats import gldv2 as fmt
 from geocli.data.synth.cambridge import Facade, _box, _ground_texture, look_rotation, render
 from geocli.errors import DataError
@@ -135,13 +136,9 @@ def _image_id(rng: np.random.Generator, taken: set) -> str:
 
 def state(out: Path, spec: GldSynthSpec) -> str:
     """'absent', 'done' (same spec, complete), 'other' (ours, other spec) or 'foreign' (not ours)."""
-    marker = Path(out) / MARKER
-    if marker.is_file():
-        try:
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-        except ValueError:
-            return "foreign"
-        return "done" if saved.get("spec") == asdict(spec) and saved.get("complete") else "other"
+    known = marker_state(Path(out) / MARKER, spec)
+    if known is not None:
+        return known
     if any((Path(out) / name).exists() for name in (fmt.CLEAN_CSV, fmt.TRAIN_CSV, fmt.IMAGES_DIR)):
         return "foreign"
     return "absent"

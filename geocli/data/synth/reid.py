@@ -26,6 +26,7 @@ from typing import Callable, Dict, Optional
 import cv2
 import numpy as np
 
+from geocli.data.synth import marker_state
 from geocli.errors import DataError
 
 MARKER = "synth.json"
@@ -181,13 +182,9 @@ def _name(pid: int, cam: int, frame: int, n: int) -> str:
 def state(out: Path, spec: ReidSynthSpec) -> str:
     """"done" (this spec is there), "other" (another synthetic set), "foreign" (other files), "empty"."""
     out = Path(out)
-    marker = out / MARKER
-    if marker.is_file():
-        try:
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-        except ValueError:
-            return "foreign"
-        return "done" if saved.get("spec") == asdict(spec) and saved.get("complete") else "other"
+    known = marker_state(out / MARKER, spec)
+    if known is not None:
+        return known
     if out.is_dir() and any(out.iterdir()):
         return "foreign"
     return "empty"
