@@ -3,6 +3,11 @@ the log, worker failures, Ctrl-C with workers running, mixed precision levels.
 
 Running this file as a script trains until interrupted (the Ctrl-C test starts it in a subprocess)."""
 
+if __name__ == "__main__":  # as `geoloc train` does: block Ctrl-C before NumPy and MindSpore start threads
+    from geocli.runtime import interrupt
+
+    interrupt.defer()
+
 import json
 import os
 import signal
@@ -228,9 +233,7 @@ def test_amp_levels_are_validated_and_o2_trains_on_cpu(tmp_path, ctx, records):
 def _main(run_dir: str, data: str) -> None:
     from geocli.runtime import context, interrupt, trainer
 
-    # As `geoloc train` does before MindSpore starts; NumPy's threads were started before it (this file
-    # imports NumPy first), so Ctrl-C only ends the run cleanly if the trainer reclaims SIGINT.
-    interrupt.defer()
+    assert interrupt.unguarded_threads() == 0, "the __main__ block defers before NumPy starts its threads"
     ctx = context.setup(run_dir, seed=0)
     plan = make_plan(Path(data), steps=10**6, workers=2, ctx=ctx)
     plan.checkpoint_every = 20
@@ -270,6 +273,18 @@ def test_ctrl_c_stops_the_workers_and_exits_130_with_last_ckpt(tmp_path, records
     assert proc.wait(timeout=60) == 130, proc.stderr.read().decode()[-3000:]
     assert ckpt.read_meta(checkpoints / "last.ckpt")["step"] >= 20
     assert not any(alive(p) for p in pids)
+
+
+def test_geoloc_train_defers_ctrl_c_while_the_process_has_one_thread():
+    """Ctrl-C is only safe if no thread predates the deferral (geocli.runtime.interrupt): the console
+    script's imports must not start NumPy's (or MindSpore's) threads before `train` defers."""
+    probe = ("import os, sys\n"
+             "import geocli.cli.main, geocli.api\n"
+             "from geocli.runtime import interrupt\n"
+             "interrupt.defer()\n"
+             "print(interrupt.unguarded_threads(), 'numpy' in sys.modules, 'mindspore' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "False", "False"]
 
 
 if __name__ == "__main__":

@@ -5,16 +5,25 @@ Once MindSpore has run a kernel it installs a SIGINT handler of its own that ter
 command blocks SIGINT in the main thread before MindSpore starts its threads (they inherit the mask),
 and the loop polls for a pending SIGINT between steps (:func:`requested`), turning it into a
 KeyboardInterrupt at a point where the state is consistent.
+
+Threads that already exist when :func:`defer` runs keep SIGINT unblocked, and MindSpore re-installs its
+handler during every step (measured with MindSpore 2.10: the handler in libmindspore_ms_backend is back
+after each step), so a Ctrl-C that lands on such a thread mid-step kills the run. ``geoloc train`` defers
+before NumPy or MindSpore is imported, when the process has one thread; a script that imports NumPy
+first (OpenBLAS starts its threads at import) should call :func:`defer` before that import.
+:func:`unguarded_threads` says how many threads were too early, and the trainer warns about them.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
 _deferred = False
 _reclaimed = False
 _flagged = False
+_early_threads = 0
 
 
 def _record(signum, frame) -> None:
@@ -24,10 +33,23 @@ def _record(signum, frame) -> None:
 
 def defer() -> None:
     """Block SIGINT for this thread and threads created from now on (main thread only)."""
-    global _deferred
+    global _deferred, _early_threads
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _deferred = True
+        _early_threads = _thread_count() - 1
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux: nothing to count, nothing to warn about
+        return 1
+
+
+def unguarded_threads() -> int:
+    """Threads that existed before :func:`defer` and so may receive Ctrl-C (0 under ``geoloc train``)."""
+    return _early_threads if _deferred else 0
 
 
 def reclaim() -> None:

@@ -277,6 +277,10 @@ class Trainer:
         samples = 0
         started = time.perf_counter()
         first_epoch = True
+        if interrupt.unguarded_threads():
+            log.info(f"warning: {interrupt.unguarded_threads()} threads started before Ctrl-C was deferred "
+                     "(NumPy imported before geocli.runtime.interrupt.defer()?); a Ctrl-C during a step may "
+                     "end the run without saving last.ckpt")
         try:
             while self.step < plan.steps:
                 epoch, offset = divmod(self.step, per_epoch)
