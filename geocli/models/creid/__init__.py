@@ -28,6 +28,10 @@ register(ModelSpec(
                           "Search one centroid per gallery identity instead of every gallery image."),
         "features": Flag("retrieve.features", (), ("retrieve",),
                          "HDF5 store for the gallery features (default: features/ beside the checkpoint)."),
+        "distributed": Flag("retrieve.distributed", ("true", "false"), ("retrieve",),
+                            "Embed the gallery over msrun workers (each rank a shard of the images, merged "
+                            "into the feature store)."),
+        "workers": Flag("retrieve.workers", (), ("retrieve",), "msrun workers with --distributed true."),
     },
 ))
 register_data_command("synth", "reid", "geocli.models.creid.commands:synth_reid",

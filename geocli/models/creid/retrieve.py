@@ -87,10 +87,24 @@ def gallery_features(cfg: Dict[str, Any], network, ctx, gallery: Path, out_dir: 
     store = Path(cfg["retrieve"]["features"]) if cfg["retrieve"]["features"] else default_store(gallery, checkpoint, out_dir)
     attrs = {"model": "creid", "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "none",
              "gallery": str(gallery.resolve())}
-    new, old = embed_into_store(store, names, paths, pids, cams, embed_fn, attrs,
-                                chunk=int(cfg["retrieve"]["batch_images"]))
+    if _distributed(cfg):
+        from geocli.models.creid.distributed import embed_distributed
+
+        new, old = embed_distributed(store, names, paths, pids, cams, attrs, cfg, ctx, int(cfg["retrieve"]["workers"]))
+    else:
+        new, old = embed_into_store(store, names, paths, pids, cams, embed_fn, attrs,
+                                    chunk=int(cfg["retrieve"]["batch_images"]))
     _, feats, pids, _ = read_store(store, names)
     return names, feats, pids, labelled, paths, {"store": str(store), "embedded": new, "reused": old}
+
+
+def _distributed(cfg: Dict[str, Any]) -> bool:
+    value = cfg["retrieve"].get("distributed", False)
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise UsageError(f"--distributed {value!r}: give true or false")
+        value = value.lower() == "true"
+    return bool(value)
 
 
 def run_retrieval(cfg: Dict[str, Any], inputs: Sequence[Path], network, out_dir: Path, ctx, top_k: int = 10,
