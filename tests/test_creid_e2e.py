@@ -1,76 +1,86 @@
-"""Centroids-ReID end to end on synthetic pedestrians: synth (CLI) -> train -> eval (both protocols) ->
-retrieve (HDF5 gallery, centroids, picture) -> export (MINDIR in process, ONNX in a subprocess).
+"""Centroids-ReID end to end on synthetic pedestrians: ``geoloc demo creid`` (synth -> untrained eval ->
+train -> eval -> retrieve picture), then on the demo's data and checkpoint: eval under both protocols,
+retrieve (HDF5 gallery, centroids, picture) and export (MINDIR in process, ONNX in a subprocess).
 
-The learnability check is the point: after the demo preset's training (shrunk here to a smaller set and
-60 steps to fit the test budget), rank-1 and mAP on the synthetic query set must be clearly above the
-untrained network's, which ranks by background and camera cast and scores below chance.
+The learnability check is the point, and it is made on the demo itself, not on a shrunk copy: after the
+demo's training (its data spec, preset and step count), rank-1 and mAP on the synthetic query set must be
+far above the untrained network's, which ranks by background and camera cast and scores near or below
+chance. The demo runs once per module; the other tests reuse it.
 """
 
 import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-
-from geocli import api
-
-SYNTH = ["--train-ids", "24", "--test-ids", "12", "--cameras", "3", "--per-camera", "2", "--height", "64",
-         "--width", "32"]
-SMALL = ["train.ids_per_batch=6", "train.steps=60", "train.log_every=20"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from typer.testing import CliRunner
+def demo(tmp_path_factory):
+    """``geoloc demo creid`` as the CLI runs it (geocli.demo.run_demos): the demo's own data spec
+    (DEMO_SET), its ``demo`` preset and its step count, in a fresh cache folder so the data is drawn
+    here. The other tests reuse its data and checkpoint instead of training again."""
+    from geocli.demo import run_demos
 
-    from geocli.cli.main import app
-
-    root = tmp_path_factory.mktemp("creid_e2e")
-    data = root / "synth"
-    result = CliRunner().invoke(app, ["data", "synth", "reid", "--out", str(data), *SYNTH])
-    assert result.exit_code == 0, result.output
-    untrained, _ = api.evaluate("creid", None, data=data, out=root / "eval0", preset="demo", overrides=SMALL,
-                                quiet=True)
-    run = api.train("creid", preset="demo", data=data, out=root / "run", overrides=SMALL, quiet=True)
-    metrics, eval_dir = api.evaluate("creid", run.last_checkpoint, data=data, out=root / "eval", quiet=True)
-    return {"data": data, "run": run, "metrics": metrics, "untrained": untrained, "eval_dir": eval_dir, "root": root}
-
-
-@pytest.mark.slow
-def test_learns_far_above_the_untrained_network(trained):
-    m, u = trained["metrics"], trained["untrained"]
-    print(f"\nrank-1 trained {m['rank1']:.1f} % (mAP {m['mAP']:.1f}), untrained {u['rank1']:.1f} % "
-          f"(mAP {u['mAP']:.1f}); centroids rank-1 trained {m['centroids_rank1']:.1f} %, "
-          f"untrained {u['centroids_rank1']:.1f} %")
-    assert trained["run"].step == 60
-    # 24 queries: one query is 4.2 points of rank-1. Measured under heavy load (60 steps): trained 12.5 % /
-    # mAP 17.3 against untrained 0 % / 7.8 (centroids 16.7 % against 0 %); the demo trains longer.
-    assert m["rank1"] >= u["rank1"] + 8.0
-    assert m["mAP"] >= u["mAP"] + 5.0
-    assert m["centroids_rank1"] >= u["centroids_rank1"] + 8.0
-    saved = json.loads((trained["eval_dir"] / "metrics.json").read_text())["metrics"]
-    assert saved["rank1"] == m["rank1"] and saved["protocol"] == "fixed"
-    assert (trained["eval_dir"] / "features.h5").is_file()
+    root = tmp_path_factory.mktemp("creid_demo")
+    [outcome] = run_demos(["creid"], data_dir=root / "data", out_dir=root / "out", keep_going=False)
+    assert outcome.status == "ok", outcome.message
+    data, out = root / "data" / "creid", root / "out" / "creid"
+    eval_dir = out / "eval"
+    return {"data": data, "out": out, "figures": outcome.figures, "seconds": outcome.seconds, "eval_dir": eval_dir,
+            "checkpoint": out / "checkpoints" / "last.ckpt",
+            "metrics": json.loads((eval_dir / "metrics.json").read_text())["metrics"]}
 
 
 @pytest.mark.slow
-def test_reference_protocol_keeps_full_gallery_figures_and_drops_distractor_centroids(trained, cli, tmp_path):
-    result = cli("eval", "creid", "--data", trained["data"], "--checkpoint", trained["run"].last_checkpoint,
+def test_demo_learns_far_above_the_untrained_network_and_ends_with_the_picture(demo):
+    from geocli import config
+    from geocli.data.formats import reid
+    from geocli.models.creid.demo import DEMO_SET
+    from geocli.runtime import checkpoint as ckpt
+
+    f = demo["figures"]
+    print(f"\ncreid demo ({demo['seconds']:.0f} s): rank-1 trained {f['rank1']:.1f} % (mAP {f['mAP']:.1f}), "
+          f"untrained {f['untrained_rank1']:.1f} % (mAP {f['untrained_mAP']:.1f}); centroids rank-1 trained "
+          f"{f['centroids_rank1']:.1f} % (mAP {f['centroids_mAP']:.1f}), untrained {f['untrained_centroids_rank1']:.1f} % "
+          f"(mAP {f['untrained_centroids_mAP']:.1f})")
+    # the demo's own set and preset, unshrunk: every step of the preset's schedule ran
+    ds = reid.load(demo["data"])
+    assert ds.n_classes == DEMO_SET.train_ids and len(ds.query) == DEMO_SET.test_ids * DEMO_SET.queries_per_id
+    cfg = config.resolve("creid", "demo")
+    meta = ckpt.read_meta(demo["checkpoint"])
+    assert meta["step"] == f["steps"] == cfg["train"]["epochs"] * meta["steps_per_epoch"]
+    # 24 queries: one query is 4.2 points of rank-1. Measured (deterministic, 2026-11-22): rank-1 8.3 % against
+    # 0 %, mAP 15.3 against 7.8, centroids rank-1 8.3 % against 0 %, centroids mAP 22.7 against 9.5. That
+    # is the floor asserted here: two more queries right first and about twice the mAP; more is wanted
+    # (docs/creid.md, "Demo").
+    assert f["rank1"] >= f["untrained_rank1"] + 8.0
+    assert f["mAP"] >= f["untrained_mAP"] + 5.0
+    assert f["centroids_rank1"] >= f["untrained_centroids_rank1"] + 8.0
+    assert f["centroids_mAP"] >= f["untrained_centroids_mAP"] + 8.0
+    saved = demo["metrics"]
+    assert saved["rank1"] == f["rank1"] and saved["untrained_rank1"] == f["untrained_rank1"]
+    assert saved["protocol"] == "fixed" and (demo["eval_dir"] / "features.h5").is_file()
+    assert f["picture"].endswith("ranked.png") and (demo["out"] / "retrieve" / "ranked.png").is_file()
+
+
+@pytest.mark.slow
+def test_reference_protocol_keeps_full_gallery_figures_and_drops_distractor_centroids(demo, cli, tmp_path):
+    result = cli("eval", "creid", "--data", demo["data"], "--checkpoint", demo["checkpoint"],
                  "--protocol", "reference", "--out", tmp_path / "ref")
     assert result.exit_code == 0, result.output + result.stderr
     ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())["metrics"]
-    fixed = trained["metrics"]
+    fixed = demo["metrics"]
     assert ref["protocol"] == "reference"
     assert ref["rank1"] == pytest.approx(fixed["rank1"]) and ref["mAP"] == pytest.approx(fixed["mAP"])
     assert ref["centroids"] < fixed["centroids"]  # pid-0 distractors get no centroid in the reference
 
 
 @pytest.mark.slow
-def test_retrieve_embeds_the_gallery_once_and_draws_the_ranking(trained, cli, tmp_path):
-    ckpt = trained["run"].last_checkpoint
-    gallery = trained["data"] / "bounding_box_test"
-    query = sorted((trained["data"] / "query").glob("*.jpg"))[0]
+def test_retrieve_embeds_the_gallery_once_and_draws_the_ranking(demo, cli, tmp_path):
+    ckpt = demo["checkpoint"]
+    gallery = demo["data"] / "bounding_box_test"
+    query = sorted((demo["data"] / "query").glob("*.jpg"))[0]
     store = tmp_path / "gallery.h5"
     args = ["retrieve", "creid", query, "--gallery", gallery, "--checkpoint", ckpt, "--features", store, "--top", 3]
     first = cli(*args, "--out", tmp_path / "r1")
@@ -101,8 +111,8 @@ def test_retrieve_embeds_the_gallery_once_and_draws_the_ranking(trained, cli, tm
 
 
 @pytest.mark.slow
-def test_export_mindir_and_onnx_match_the_network(trained, tmp_path):
-    ckpt = trained["run"].last_checkpoint
+def test_export_mindir_and_onnx_match_the_network(demo, tmp_path):
+    ckpt = demo["checkpoint"]
     from geocli.export import export as do_export
 
     [mindir] = do_export("creid", ckpt, "mindir", out=tmp_path / "creid")
@@ -114,29 +124,3 @@ def test_export_mindir_and_onnx_match_the_network(trained, tmp_path):
     assert (tmp_path / "creid.onnx").is_file() and "max abs difference" in done.stdout
     diff = float(done.stdout.split("max abs difference")[1].split()[0])
     assert diff < 1e-3
-
-
-@pytest.mark.slow
-def test_demo_runs_through_the_backend_and_ends_with_the_picture(tmp_path):
-    from geocli import registry
-    from geocli.data.synth.reid import ReidSynthSpec
-    from geocli.models.creid.demo import run_demo
-    from geocli.runtime import context
-
-    calls = []
-
-    def runner(plan, ctx, meta, progress):  # the demo takes any plan runner; check what it hands over
-        from geocli.runtime.trainer import train
-
-        calls.append(meta["preset"])
-        return train(plan, ctx, meta=meta, progress=progress)
-
-    ctx = context.setup(tmp_path / "run", mode="graph", seed=0, distributed=False)
-    spec = ReidSynthSpec(train_ids=8, test_ids=4, cameras=2, per_camera=2, height=64, width=32, distractors=2, junk=1)
-    out = run_demo(registry.load_backend("creid"), tmp_path / "data", tmp_path / "out", ctx, runner=runner,
-                   overrides=["model.width=8", "train.ids_per_batch=2", "train.steps=2"], spec=spec)
-    assert calls == ["demo"] and out["steps"] == 2
-    for key in ("rank1", "mAP", "centroids_rank1", "untrained_rank1"):
-        assert 0.0 <= out[key] <= 100.0
-    assert out["picture"].endswith("ranked.png") and (tmp_path / "out" / "retrieve" / "ranked.png").is_file()
-    assert (tmp_path / "out" / "eval" / "metrics.json").is_file()
