@@ -60,11 +60,17 @@ def schedule(cfg: Dict[str, Any]) -> Schedule:
 
 
 def optimizer_spec(cfg: Dict[str, Any], params: List[Any]) -> OptimizerSpec:
-    """SGD with momentum (the port's nn.SGD), global-norm clipping, the stage's linear decay."""
+    """SGD with momentum (the port's nn.SGD), global-norm clipping, the stage's linear decay.
+
+    ``optim.kind: adam`` (the demo preset only) swaps SGD for Adam; clipping and schedule stay."""
     o = cfg["optim"]
+    kind = str(o.get("kind", "sgd"))
+    if kind not in ("sgd", "adam"):
+        raise ConfigError(f"optim.kind={kind!r}: choose sgd (the port) or adam")
     clip = Clip("global_norm", o["clip_global_norm"]) if o["clip_global_norm"] > 0 else None
-    return OptimizerSpec("delf", params, kind="sgd", lr=o["lr"], schedule=schedule(cfg),
-                         weight_decay=o["weight_decay"], clip=clip, options={"momentum": o["momentum"]})
+    options = {"momentum": o["momentum"]} if kind == "sgd" else {}
+    return OptimizerSpec("delf", params, kind=kind, lr=o["lr"], schedule=schedule(cfg),
+                         weight_decay=o["weight_decay"], clip=clip, options=options)
 
 
 class DelfBackend(DelfTasks, Backend):
