@@ -2,7 +2,7 @@
 
 The learnability check is the point: after a short training run at 64 px the median translation
 error on the unseen test sequences must be under half of the error of always predicting the mean
-training pose (measured: about 0.30 at 200 steps, in about a minute on 2 cores).
+training pose (measured: 0.31 at 120 steps and 0.30 at 200; 80 steps are not enough).
 """
 
 import csv
@@ -12,7 +12,7 @@ import pytest
 
 from geocli import api, registry
 
-SMALL = ["data.train_hw=[70,70]", "data.test_hw=[64,64]", "data.crop=64", "train.steps=200", "train.log_every=50"]
+SMALL = ["data.train_hw=[70,70]", "data.test_hw=[64,64]", "data.crop=64", "train.steps=120", "train.log_every=40"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_learns_the_scene_far_better_than_the_mean_pose(trained):
     print(f"\nmedian error {m['median_t_m']:.2f} m / {m['median_r_deg']:.1f} deg; mean-pose baseline "
           f"{m['baseline_median_t_m']:.2f} m / {m['baseline_median_r_deg']:.1f} deg; "
           f"ratio {m['median_t_ratio_to_baseline']:.2f}")
-    assert trained["result"].step == 200
+    assert trained["result"].step == 120
     assert m["median_t_m"] < 0.5 * m["baseline_median_t_m"]
     assert m["median_r_deg"] < m["baseline_median_r_deg"]
     assert m["n_frames"] == 2 * 80
