@@ -141,3 +141,17 @@ def test_centroid_scores_rank_the_right_identity():
     assert figures["centroids"] == 3 and figures["gallery_size"] == 6  # one query camera per identity
     cmc, _ = cmc_map(np.zeros((1, 2)), [1], [1, 1], [0], [0, 0], same_camera=np.array([[True, False]]))
     assert cmc[0] == 1.0
+
+
+def test_centroids_by_identity_are_the_mean_of_each_identity_in_any_gallery_order():
+    by_identity = cent.by_identity
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((200, 8)).astype(np.float32)
+    pids = rng.integers(-1, 30, 200)  # shuffled identities, distractor pids 0 and -1 included
+    c = by_identity(feats, pids)
+    assert c.pids.tolist() == sorted(set(pids.tolist()))
+    for pid, members, centroid in zip(c.pids, c.members, c.features):
+        assert members.tolist() == np.flatnonzero(pids == pid).tolist()
+        np.testing.assert_allclose(centroid, feats[pids == pid].mean(axis=0), atol=1e-6)
+    empty = by_identity(np.zeros((0, 8), np.float32), np.zeros(0, np.int64))
+    assert empty.features.shape == (0, 8) and len(empty.members) == 0
