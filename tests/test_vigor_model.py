@@ -121,6 +121,39 @@ def test_sampler_batches_never_share_a_tile_and_mine_half():
     assert set(counts[np.unique(positive)].tolist()) == {2}  # every positive tile twice per epoch
 
 
+def test_sampler_state_resumes_a_mining_epoch_exactly():
+    """A run interrupted mid-epoch gets the epoch's mined lists back from the checkpointed state and the
+    mining hook keeps them (the network they came from is gone), so the epoch's batches are unchanged;
+    the next epoch mines again."""
+    from geocli.models.vigor.backend import MiningHook
+
+    positive, semi = _grid_labels()
+    mined = np.stack([np.roll(np.unique(positive), -k)[:5] for k in range(len(positive))])
+    running = TileSampler(positive, semi, global_batch=6, iters=12, mining_start=2)
+    running.set_epoch(3, mined)
+    state = {k: np.array(v) for k, v in running.state_dict().items()}  # what the trainer checkpoints
+    calls = []
+
+    class Hook(MiningHook):
+        def mine(self, epoch):
+            calls.append(epoch)
+            return mined[:, ::-1]
+
+    resumed = TileSampler(positive, semi, global_batch=6, iters=12, mining_start=2)
+    resumed.load_state_dict(state)
+    hook = Hook(resumed, None, None, {}, {"train": {"mining_start": 2}})
+    hook(None, 3)  # the trainer calls the epoch hooks when it resumes mid-epoch
+    assert calls == []
+    np.testing.assert_array_equal(resumed(np.random.default_rng([0, 3])), running(np.random.default_rng([0, 3])))
+    hook(None, 4)
+    assert calls == [4] and resumed.pool_epoch == 4
+    np.testing.assert_array_equal(resumed.mined, mined[:, ::-1])
+    fresh = TileSampler(positive, semi, global_batch=6, iters=12, mining_start=2)
+    fresh.load_state_dict({})  # a checkpoint without sampler state: the hook mines as before
+    Hook(fresh, None, None, {}, {"train": {"mining_start": 2}})(None, 3)
+    assert calls == [4, 3] and fresh.mining_active
+
+
 def test_sampler_reports_an_impossible_batch():
     from geocli.errors import DataError
 

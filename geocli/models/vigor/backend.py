@@ -115,7 +115,8 @@ class ScheduleHook:
 
 class MiningHook:
     """Every epoch: score a random pool of tiles against all training panoramas with the current network
-    and give the sampler each panorama's top-K tiles (see sampler.py)."""
+    and give the sampler each panorama's top-K tiles (see sampler.py). A resumed run whose checkpoint
+    holds the lists of the interrupted epoch keeps them instead of mining again."""
 
     def __init__(self, sampler: TileSampler, net, split: fmt.VigorSplit, prep: Dict[str, Any], cfg: Dict[str, Any]):
         self.sampler, self.net, self.split, self.prep, self.cfg = sampler, net, split, prep, cfg
@@ -139,6 +140,8 @@ class MiningHook:
         return pool[found.indices]
 
     def __call__(self, trainer, epoch: int) -> None:
+        if self.sampler.pool_epoch == epoch:
+            return  # restored from the checkpoint of a run interrupted in this epoch: keep its lists
         active = epoch >= self.cfg["train"]["mining_start"]
         self.sampler.set_epoch(epoch, self.mine(epoch) if active else None)
 

@@ -16,6 +16,11 @@ current network computes for every training panorama and a random pool of tiles.
 stale descriptors from the training forward passes instead; recomputing them keeps the lists a pure
 function of the checkpointed parameters and the seed, and identical on every data-parallel rank.
 
+Resume: the sampler's :meth:`state_dict` (the epoch its lists were mined for, and the lists) goes into
+every checkpoint. A run resumed in the middle of an epoch gets back the lists that epoch was mined
+with (the network they were mined from is gone) and the hook does not mine again, so the rest of the
+epoch draws the same batches as an uninterrupted run.
+
 ``mode="port"`` is the MindSpore port's sampler: every positive tile twice per epoch with a random
 panorama, shuffled, no overlap rule, no mining.
 """
@@ -43,10 +48,27 @@ class TileSampler:
         self.positive_tiles = np.array(sorted(by_tile), np.int64)
         self.by_tile = {t: np.array(v, np.int64) for t, v in by_tile.items()}
         self.epoch = 0
+        self.pool_epoch = -1  # the epoch set_epoch last prepared (-1: none yet)
         self.mined: Optional[np.ndarray] = None  # (n_panoramas, K) tile ids, best first
 
     def set_epoch(self, epoch: int, mined: Optional[np.ndarray] = None) -> None:
-        self.epoch, self.mined = int(epoch), mined
+        self.epoch = self.pool_epoch = int(epoch)
+        self.mined = None if mined is None else np.asarray(mined, np.int64)
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Checkpointed by the trainer (``data/...`` entries): the prepared epoch and its mined lists."""
+        state = {"pool_epoch": np.array([self.pool_epoch], np.int64)}
+        if self.mined is not None:
+            state["mined"] = np.asarray(self.mined, np.int64)
+        return state
+
+    def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        if "pool_epoch" not in state:
+            return  # a checkpoint from before mining state was saved: the hook mines again
+        epoch = int(np.asarray(state["pool_epoch"]).reshape(-1)[0])
+        mined = state.get("mined")
+        if epoch >= 0:
+            self.set_epoch(epoch, None if mined is None else np.asarray(mined, np.int64))
 
     @property
     def mining_active(self) -> bool:
