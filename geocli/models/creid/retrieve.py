@@ -90,7 +90,10 @@ def gallery_features(cfg: Dict[str, Any], network, ctx, gallery: Path, out_dir: 
     if _distributed(cfg):
         from geocli.models.creid.distributed import embed_distributed
 
-        new, old = embed_distributed(store, names, paths, pids, cams, attrs, cfg, ctx, int(cfg["retrieve"]["workers"]))
+        workers = str(cfg["retrieve"]["workers"])
+        if not workers.isdigit() or int(workers) < 1:
+            raise UsageError(f"--workers {workers}: give a whole number of msrun workers, at least 1")
+        new, old = embed_distributed(store, names, paths, pids, cams, attrs, cfg, ctx, int(workers))
     else:
         new, old = embed_into_store(store, names, paths, pids, cams, embed_fn, attrs,
                                     chunk=int(cfg["retrieve"]["batch_images"]))
