@@ -59,6 +59,29 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert_same_params(full.last_checkpoint, resumed.last_checkpoint)
 
 
+def logged_lr(run_dir: Path) -> dict:
+    import json
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["lr"] for r in rows if r["kind"] == "train"}
+
+
+def test_resume_with_more_steps_continues_on_the_longer_schedule(tmp_path):
+    """The lr table is a function of the total steps, so it is not restored from the checkpoint: resuming
+    a 20-step run to 40 steps follows the 40-step schedule (it used to crash, indexing the saved 20-entry
+    table at step 20)."""
+    api.train("toy", out=tmp_path / "short", quiet=True, overrides=["train.steps=20"])
+    longer = api.train("toy", out=tmp_path / "short", resume="auto", quiet=True, overrides=["train.steps=40"])
+    fresh = api.train("toy", out=tmp_path / "fresh", quiet=True, overrides=["train.steps=40"])
+    assert longer.step == 40
+    resumed_lr, fresh_lr = logged_lr(tmp_path / "short"), logged_lr(tmp_path / "fresh")
+    assert resumed_lr[20] < fresh_lr[20]  # the short run had decayed further by step 20 ...
+    for step in (30, 40):  # ... and the resumed run then continues on the 40-step schedule
+        assert resumed_lr[step] == pytest.approx(fresh_lr[step], rel=1e-6)
+    log = (tmp_path / "short" / "logs" / "rank0.log").read_text()
+    assert "schedule recomputed for 40 steps (the checkpoint's was 20)" in log
+
+
 def test_resume_from_a_periodic_checkpoint_equals_uninterrupted(tmp_path):
     full = api.train("toy", out=tmp_path / "full", quiet=True)
     step20 = tmp_path / "full" / "checkpoints" / "step_0000020.ckpt"

@@ -228,11 +228,27 @@ class Trainer:
                                   "use --weights to initialise from it instead of --resume")
         net_params, opt_state = ckpt.split_optimizer_state(params)
         ckpt.load_into(self.plan.network, net_params, path)
-        ckpt.load_optimizer_state(self.optimizer_state(), opt_state, path)
+        own = self.optimizer_state()
+        ckpt.load_optimizer_state([p for p in own if not _is_lr_table(p)], opt_state, path)
+        self._note_changed_schedules([p for p in own if _is_lr_table(p)], opt_state, int(meta["step"]))
         data_state = {k[len(DATA_PREFIX):]: v.asnumpy() for k, v in opt_state.items() if k.startswith(DATA_PREFIX)}
         self.plan.data.load_state_dict(data_state)
         self.step = int(meta["step"])
         return meta
+
+    def _note_changed_schedules(self, tables: List[Any], saved: Dict[str, Any], step: int) -> None:
+        """The learning-rate tables are not restored: they are a function of the config and the total
+        number of steps, which ``--resume --set train.steps=N`` may change (the saved table is then too
+        short, and its last entries would be the old run's end). The schedule continues from the resumed
+        step on the table computed for the new total; the log says so when that differs from the saved one."""
+        for table in tables:
+            old = saved.get(table.name)
+            if old is None:
+                continue
+            before, now = old.asnumpy(), table.asnumpy()
+            if before.shape != now.shape or not np.array_equal(before, now):
+                self.log.info(f"{table.name}: schedule recomputed for {now.size} steps (the checkpoint's was "
+                              f"{before.size}); it continues from step {step} of the new schedule")
 
     # ---- loop --------------------------------------------------------------------------------------
     def _step(self, batch) -> Any:
@@ -373,6 +389,11 @@ def load_weights(network, path: Path, mapper=None) -> List[str]:
     if mapper is not None:
         net_params = mapper(net_params)
     return ckpt.load_into(network, net_params, path, strict=False)
+
+
+def _is_lr_table(param) -> bool:
+    """An optimizer's per-step learning-rate table (MindSpore names it ``learning_rate``)."""
+    return param.name.rsplit(".", 1)[-1] == "learning_rate"
 
 
 def train(plan: TrainPlan, ctx: RunContext, *, resume: Optional[Path] = None, weights: Optional[Path] = None,
