@@ -8,6 +8,7 @@ PyTorch is reported instead of crashing.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,14 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.slow
 def test_compare_torch_prints_every_variant_with_ratios(tmp_path):
+    """Inference only: compiling the two MindSpore training graphs would cost about three quarters of this
+    test's time (measured: 31 of 128 CPU s for inference alone), and the geoloc training step is the
+    trainer's, which the end-to-end tests run; the training columns are exercised by running the benchmark
+    itself (its figures are in README.md)."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     cmd = [sys.executable, str(BENCH / "compare_torch.py"), "posenet", "--batch", "1", "--rounds", "1",
-           "--repeats", "1", "--threads", "2"]
+           "--repeats", "1", "--threads", "2", "--only", "infer"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
@@ -32,7 +37,7 @@ def test_compare_torch_prints_every_variant_with_ratios(tmp_path):
         row = next(ln for ln in lines if ln.strip().startswith(label))
         assert "skipped" not in row, table
     torch_row = next(ln for ln in lines if ln.strip().startswith("PyTorch twin"))
-    assert torch_row.count("x") >= 2, table  # train and inference ratios
+    assert re.search(r"\d\.\d\dx", torch_row), table  # the inference ratio geoloc / PyTorch
     assert "onnxruntime / PyTorch inference" in table
 
 
