@@ -65,6 +65,19 @@ def test_eval_reports_fpr95_and_accuracy_and_learns(cli, npz, trained, tmp_path)
     assert after["accuracy"] > before["accuracy"] + 0.1
 
 
+def test_eval_on_onnxruntime_gives_mindspores_figures(cli, npz, trained, tmp_path):
+    """--engine onnxruntime runs the exported ``descriptors`` graph (parity-checked when it is exported)."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is the optional inference engine (pip install onnxruntime)")
+    figures = {}
+    for engine in ("mindspore", "onnxruntime"):
+        r = cli("eval", "sdnet", "--data", npz, "--checkpoint", trained, "--out", tmp_path / engine, "--engine", engine)
+        assert r.exit_code == 0, r.output
+        figures[engine] = json.loads((tmp_path / engine / "metrics.json").read_text())["metrics"]
+    assert figures["onnxruntime"]["fpr95"] == pytest.approx(figures["mindspore"]["fpr95"], abs=0.01)
+    assert figures["onnxruntime"]["accuracy"] == pytest.approx(figures["mindspore"]["accuracy"], abs=0.01)
+    assert list((trained.parent / "onnx").glob("sdnet-descriptors-*.onnx"))  # cached beside the checkpoint
+
+
 def test_match_registers_a_pair_and_writes_the_picture(cli, trained, tmp_path):
     from geocli.models.sdnet.demo import warped_pair
 

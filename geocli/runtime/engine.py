@@ -148,7 +148,7 @@ def onnx_graph(backend, cfg: Dict[str, Any], network, *, graph: str = "", batch_
 
     with tempfile.TemporaryDirectory(prefix="geoloc-onnx-") as tmp:
         params, cfg_file, out = Path(tmp) / "params.ckpt", Path(tmp) / "config.json", Path(tmp) / "graph.onnx"
-        ms.save_checkpoint(network, str(params))
+        ms.save_checkpoint(chosen.cell, str(params))  # the graph's own names: wrapping a network renames them
         cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
         cmd = [sys.executable, "-m", "geocli.runtime.engine", "--model", backend.name, "--config", str(cfg_file),
                "--params", str(params), "--graph", graph, "--batch", str(len(inputs[0])), "--out", str(out),
@@ -218,9 +218,16 @@ def _export_main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
     backend = registry.load_backend(args.model)
     network = backend.build_network(cfg)
-    ms.load_param_into_net(network, ms.load_checkpoint(args.params), strict_load=True)
     network.set_train(False)
+    # Load into the export graph, built the way the parent built it: a graph that wraps the network (as
+    # an attribute of a wrapper cell) prefixes its parameter names, in the parent as here.
     chosen = _graph(backend, cfg, network, args.graph)
+    not_loaded, unused = ms.load_param_into_net(chosen.cell, ms.load_checkpoint(args.params), strict_load=True)
+    if not_loaded or unused:  # MindSpore only warns; an ONNX file of untrained weights must not be cached
+        raise GeolocError(f"the rebuilt {args.model} graph does not match the parent's weights: "
+                          f"{len(not_loaded)} parameters not loaded (e.g. {', '.join(not_loaded[:3])}), "
+                          f"{len(unused)} unused (e.g. {', '.join(unused[:3])})")
+    chosen.cell.set_train(False)
     inputs = [_batched(x, args.batch) for x in chosen.inputs]
     result = export_network(chosen.cell, inputs, "onnx", Path(args.out), check=True, tolerance=args.tolerance,
                             overwrite=True)

@@ -11,6 +11,7 @@ from geocli.errors import ConfigError, DataError, UsageError
 from geocli.metrics.patch import fpr_at_recall, match_accuracy
 from geocli.models.base import Backend
 from geocli.models.sdnet import data as sdata
+from geocli.runtime import engine
 from geocli.runtime.plan import IndexedSource, OptimizerSpec, Schedule, TrainPlan
 
 #: The three parameter groups of the port, each with its own Adam (identical settings).
@@ -59,18 +60,19 @@ def descriptor_fn(network, modality: str):
     return lambda x: cell(ms.Tensor(x)).asnumpy()
 
 
-def pair_distances(network, pairs, batch_size: int) -> np.ndarray:
-    """L2 distance between the optical and SAR descriptors of every row (network in eval mode)."""
-    import mindspore as ms
+def pair_distances(network, pairs, batch_size: int, run=None) -> np.ndarray:
+    """L2 distance between the optical and SAR descriptors of every row (network in eval mode).
 
-    from geocli.models.sdnet.net import Descriptors
+    ``run`` computes the ``descriptors`` export graph over NumPy batches on the engine the command chose
+    (:func:`geocli.runtime.engine.runner`); by default MindSpore runs ``network`` itself."""
+    if run is None:
+        from geocli.models.sdnet.net import Descriptors
 
-    cell = Descriptors(network)
-    cell.set_train(False)
+        run = engine.cell_runner(Descriptors(network))
     out = []
     for opt, sar in sdata.test_batches(pairs, batch_size):
-        a, b = cell(ms.Tensor(opt), ms.Tensor(sar))
-        out.append(np.linalg.norm(a.asnumpy() - b.asnumpy(), axis=1))
+        a, b = run(opt, sar)
+        out.append(np.linalg.norm(a - b, axis=1))
     return np.concatenate(out)
 
 
@@ -81,6 +83,8 @@ def patch_metrics(distances: np.ndarray, labels: np.ndarray) -> Dict[str, float]
 
 
 class SDNetBackend(Backend):
+    engines = ("mindspore", "onnxruntime")  # geocli.runtime.engine: eval runs on either
+
     # ---- networks -------------------------------------------------------------------------------
     def build_network(self, cfg, *, training=False):
         return _network(cfg, training)
@@ -170,7 +174,10 @@ class SDNetBackend(Backend):
         if n_pos == 0 or n_pos == len(test):
             raise DataError(f"{path}: FPR95 needs matches and non-matches; it holds {n_pos} of {len(test)} matches")
         network.set_train(False)
-        dist = pair_distances(network, test, int(cfg["eval"]["batch_size"]))
+        batch = int(cfg["eval"]["batch_size"])
+        run = engine.runner(getattr(ctx, "engine", engine.DEFAULT), self, cfg, network, graph="descriptors",
+                            batch_size=batch, checkpoint=getattr(ctx, "checkpoint", None))
+        dist = pair_distances(network, test, batch, run=run)
         metrics = patch_metrics(dist, test.labels)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
