@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,23 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return invoke
+
+
+@pytest.fixture
+def ranks_agree():
+    """``ranks_agree(run_dir)``: every rank of a data-parallel run logged the trainer's replica check
+    (parameters of all ranks equal within 1e-5, ``Trainer.check_replicas``); returns the meta of the run's
+    ``last.ckpt``."""
+    from geocli.runtime import checkpoint as ckpt
+
+    def check(run_dir: Path, ranks: int = 2) -> dict:
+        for rank in range(ranks):
+            log = (Path(run_dir) / "logs" / f"rank{rank}.log").read_text()
+            match = re.search(rf"parameters of {ranks} ranks agree to (\S+) \(relative\)", log)
+            assert match and float(match.group(1)) <= 1e-5, log[-2000:]
+        return ckpt.read_meta(Path(run_dir) / "checkpoints" / "last.ckpt")
+
+    return check
 
 
 @pytest.fixture(autouse=True)
