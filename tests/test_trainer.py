@@ -219,3 +219,15 @@ def test_ctrl_c_exits_130_and_leaves_a_valid_checkpoint(tmp_path):
     assert proc.wait(timeout=60) == 130
     meta = ckpt.read_meta(run / "checkpoints" / "last.ckpt")
     assert meta["step"] >= 50
+
+
+def test_replica_difference_is_relative_and_never_passes_non_finite_parameters():
+    from geocli.runtime.trainer import replica_difference
+
+    same = np.array([[10.0, 200.0], [10.0, 200.0]])
+    assert replica_difference(same) == 0.0
+    apart = np.array([[10.0, 200.0], [10.0, 202.0]])
+    assert replica_difference(apart) == pytest.approx(2.0 / 202.0)
+    for bad in (np.nan, np.inf):
+        blown_up = np.array([[10.0, bad], [10.0, bad]])  # both ranks equally broken still fails
+        assert not replica_difference(blown_up) <= 1e-5

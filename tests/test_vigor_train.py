@@ -103,14 +103,19 @@ def test_export_three_graphs_with_parity(tiny, checkpoint, fmt):
         assert dims == [1, 3, 64, 128]  # height x width, not the port's swapped export
 
 
-def test_two_workers_under_msrun(tiny, cli):
+def test_two_workers_under_msrun(tiny, cli, ranks_agree):
     run = tiny / "dist"
     result = cli("train", "vigor", "--data", tiny / "data", "--out", run, "--distributed", "--workers", 2,
-                 *[f"--set={s}" for s in TINY + ["train.recipe=one-stage", "train.steps=1", "train.batch_size=1"]])
+                 *[f"--set={s}" for s in TINY + ["train.recipe=one-stage", "train.steps=1", "train.batch_size=2"]])
     assert result.exit_code == 0, result.output
-    for rank in (0, 1):
-        log = (run / "logs" / f"rank{rank}.log").read_text()
-        assert "parameters of 2 ranks agree to " in log, log[-1500:]
+    assert ranks_agree(run)["group_size"] == 2
+
+
+def test_one_panorama_per_batch_is_refused_before_training(tiny, cli):
+    result = cli("train", "vigor", "--data", tiny / "data", "--out", tiny / "one",
+                 *[f"--set={s}" for s in TINY + ["train.recipe=one-stage", "train.steps=1", "train.batch_size=1"]])
+    assert result.exit_code != 0
+    assert "train.batch_size=1" in result.output and "at least 2" in result.output
 
 
 def test_retrieve_index_then_query(tiny, checkpoint, cli):

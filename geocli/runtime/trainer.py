@@ -362,10 +362,9 @@ class Trainer:
         values = [p.asnumpy().astype(np.float64) for p in self.plan.network.trainable_params()]
         mine = np.array([[v.sum(), (v * v).sum()] for v in values], dtype=np.float32).reshape(1, -1)
         gathered = ops.AllGather()(ms.Tensor(mine)).asnumpy()
-        scale = np.maximum(np.abs(gathered).max(axis=0), 1.0)
-        diff = float((np.abs(gathered - gathered[0]) / scale).max())
+        diff = replica_difference(gathered)
         self.log.info(f"replica check: parameters of {len(gathered)} ranks agree to {diff:.3g} (relative)")
-        if diff > tolerance:
+        if not diff <= tolerance:  # written so that NaN (diverged to non-finite parameters) fails too
             raise GeolocError(f"data-parallel ranks diverged (relative parameter difference {diff:.3g}); "
                               f"see {self.ctx.run_dir / 'logs'}")
         return diff
@@ -379,6 +378,15 @@ class Trainer:
     def _current_lr(self) -> float:
         """Learning rate of the first optimizer at the last step taken (for the log)."""
         return float(self._logged_lr[min(max(self.step - 1, 0), self.plan.steps - 1)])
+
+
+def replica_difference(fingerprints: np.ndarray) -> float:
+    """Largest relative difference between rank 0's parameter fingerprints (one row per rank) and any
+    other rank's; NaN when a fingerprint is not finite, so a run whose parameters blew up never passes."""
+    if not np.isfinite(fingerprints).all():
+        return float("nan")
+    scale = np.maximum(np.abs(fingerprints).max(axis=0), 1.0)
+    return float((np.abs(fingerprints - fingerprints[0]) / scale).max())
 
 
 def load_weights(network, path: Path, mapper=None) -> List[str]:

@@ -176,6 +176,9 @@ class VigorBackend(Backend):
         prep = vdata.prep_options(cfg)
         with_semi = stage in ("2", "all")
         batch = int(t["stage2_batch_size"] if stage == "2" else t["batch_size"])
+        if batch < 2:  # the triplet loss divides by N (N - 1): one panorama has no negative tile
+            key = "train.stage2_batch_size" if stage == "2" else "train.batch_size"
+            raise ConfigError(f"{key}={batch}: VIGOR's triplet loss needs at least 2 panoramas per device batch")
         iters = max(len(split) // int(t["iters_divisor"]), 1)
         sampler = TileSampler(split.positive, split.semi, batch * ctx.group_size, iters,
                               mode="reference" if t["tile_exclusive"] else "port", mining_start=t["mining_start"],
