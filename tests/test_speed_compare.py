@@ -61,3 +61,17 @@ def test_every_twin_module_follows_the_interface(monkeypatch):
         assert isinstance(module.TITLE, str) and module.TITLE
         assert "geoloc" in module.VARIANTS and set(module.VARIANTS) <= set(compare_torch.ORDER), name
         assert callable(module.build)
+
+
+def test_every_twin_builds_its_geoloc_variant(monkeypatch):
+    """Building wires geoloc's own network, trainer step and inference runner (nothing is compiled until
+    called): this caught the DELF twin asking the engine for an export graph DELF does not have."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import importlib
+
+    import compare_torch
+    import twins
+
+    for name in compare_torch.twin_modules():  # batch 4: Centroids-ReID's batch is P identities x K=4 images
+        bench = importlib.import_module(f"twins.{name}").build("geoloc", twins.Options(batch=4, size=64, threads=2))
+        assert callable(bench.train) or callable(bench.infer), name
