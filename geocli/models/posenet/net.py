@@ -10,7 +10,7 @@ Regressors (each predicts xyz in metres and a quaternion wpqr):
   {FC 3 | FC 4}.
 
 ``heads="global"`` replaces the fixed 5x5/3 and 7x7 pools with global average pooling, so the network
-runs at any input size (the demo trains at 96 px, where a 5x5/3 pool would leave 128 features, not
+runs at any input size (the demo trains at 64 px, where a 5x5/3 pool would leave 128 features, not
 2048); the auxiliary FC then takes 128 inputs. At 224 px the main regressor is identical either way.
 
 ``xyz_norm`` adds two frozen per-axis parameters (``xyz_mean``, ``xyz_std``): the regressors then
