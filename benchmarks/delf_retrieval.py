@@ -15,6 +15,7 @@ RANSAC of the 100 most-voted images). Figures go to stdout; say what else ran on
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import time
@@ -127,45 +128,108 @@ def bench_extract(n_images: int, side: int, pads) -> None:
     print(f"extract PyTorch twin pad=bucket: {rate:.3f} images/s{ratio}")
 
 
-def bench_query(n_images: int, n_features: int, n_queries: int, verify: int, nprobe: int) -> None:
+def _exact_neighbours(data, n_queries: int, per_query: int, k: int):
+    """Exact k-NN (faiss brute force) of the first ``per_query`` descriptors of the first ``n_queries``
+    queries: the truth that an approximate index's recall is measured against."""
+    from geocli.retrieval.search import _import_faiss
+
+    faiss = _import_faiss()
+
+    x = np.concatenate(data.db_descriptors).astype(np.float32)
+    q = np.concatenate([d[:per_query] for d in data.query_descriptors[:n_queries]]).astype(np.float32)
+    start = time.process_time()
+    dist, rows = faiss.knn(q, x, k)
+    print(f"query: exact {k}-NN of {len(q)} query descriptors for the recall figures "
+          f"({time.process_time() - start:.0f} CPU s)")
+    # True correspondences (query descriptors made from a database descriptor) lie about 0.3 from their
+    # source; at 5 M random 40-d unit vectors, ~40 unrelated ones also fall within DELF's 0.8 of any
+    # query descriptor, but almost none within 0.5.
+    return q, rows, np.sqrt(np.maximum(dist[:, 0], 0)) < 0.5
+
+
+def _recall(rows: np.ndarray, truth: np.ndarray, matched: np.ndarray):
+    """(share of the exact k-NN found, share of true correspondences whose exact 1-NN was found)."""
+    overlap = np.mean([np.intersect1d(r, t).size / t.size for r, t in zip(rows, truth)])
+    first = np.mean([t[0] in r for r, t in zip(rows[matched], truth[matched])]) if matched.any() else np.nan
+    return overlap, first
+
+
+def bench_query(n_images: int, n_features: int, n_queries: int, verify: int, kinds, nprobes, refines,
+                cells, knn: int, recall_queries: int, pq_m=None) -> None:
+    from geocli.retrieval.ann import default_cells
     from geocli.retrieval.local import LocalIndex
     from geocli.retrieval.synthetic import make_local_set
 
     data = make_local_set(n_images, n_features, dim=40, n_queries=n_queries, seed=0)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    index = LocalIndex.build(data.db_descriptors, data.db_locations, kind="ivf", nprobe=nprobe)
-    print(f"query: faiss IVF over {len(index.ann):,} descriptors of {n_images:,} images built in "
-          f"{time.perf_counter() - start:.1f} s wall, {time.process_time() - start_cpu:.1f} CPU s")
-    index.query(data.query_locations[0], data.query_descriptors[0], verify=verify)
-    times, cpu, correct = [], [], 0
-    for q, source in enumerate(data.query_sources):
+    truth = _exact_neighbours(data, recall_queries, 250, knn) if recall_queries else None
+    n_cells = cells or default_cells(n_images * n_features)
+    for kind in kinds:
+        before = _rss_mb()
         start, start_cpu = time.perf_counter(), time.process_time()
-        result = index.query(data.query_locations[q], data.query_descriptors[q], verify=verify)
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-        correct += int(result.images[0] == source)
-    times = np.asarray(times)
-    print(f"query: {n_queries} queries x {n_features} descriptors, 60-NN, verify top {verify}: mean "
-          f"{times.mean():.3f} s/query wall (median {np.median(times):.3f}, max {times.max():.3f}), "
-          f"{np.mean(cpu):.3f} CPU s/query (all threads); top-1 correct {correct}/{n_queries}")
+        index = LocalIndex.build(data.db_descriptors, data.db_locations, kind=kind, n_cells=n_cells,
+                                 pq_m=pq_m)
+        print(f"query: faiss {kind} ({n_cells} cells) over {len(index.ann):,} descriptors of {n_images:,} "
+              f"images built in {time.perf_counter() - start:.1f} s wall, {time.process_time() - start_cpu:.1f} "
+              f"CPU s; resident memory +{_rss_mb() - before:.0f} MB")
+        search, spent = index.ann.search, []
+
+        def timed_search(*args, **kwargs):
+            begin = time.process_time()
+            out = search(*args, **kwargs)
+            spent.append(time.process_time() - begin)
+            return out
+
+        index.ann.search = timed_search
+        for nprobe, refine in [(n, r) for n in nprobes for r in (refines if kind == "ivf-pq" else [None])]:
+            recall = ""
+            if truth is not None:
+                overlap, first = _recall(search(truth[0], k=knn, nprobe=nprobe, refine=refine)[1], truth[1],
+                                         truth[2])
+                recall = f"; recall of the exact {knn}-NN {overlap:.3f}, of true correspondences {first:.3f}"
+            index.query(data.query_locations[0], data.query_descriptors[0], k=knn, nprobe=nprobe, verify=verify,
+                        refine=refine)
+            spent.clear()
+            times, cpu, correct, inliers = [], [], 0, []
+            for q, source in enumerate(data.query_sources):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                result = index.query(data.query_locations[q], data.query_descriptors[q], k=knn, nprobe=nprobe,
+                                     verify=verify, refine=refine)
+                times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+                correct += int(result.images[0] == source)
+                inliers.append(int(result.inliers[0]))
+            times = np.asarray(times)
+            setting = f"nprobe {nprobe or index.ann.nprobe}" + (f" refine {refine:g}" if refine else "")
+            print(f"query: {kind} {setting}: {n_queries} queries x {n_features} descriptors, {knn}-NN, "
+                  f"verify top {verify}: mean {times.mean():.3f} s/query wall (median {np.median(times):.3f}, "
+                  f"max {times.max():.3f}), {np.mean(cpu):.3f} CPU s/query (all threads; search "
+                  f"{np.mean(spent):.3f}, votes + RANSAC {np.mean(cpu) - np.mean(spent):.3f}); top-1 correct "
+                  f"{correct}/{n_queries}, median inliers {np.median(inliers):.0f}{recall}", flush=True)
+        del index, search, timed_search
+        gc.collect()
 
 
-def bench_build(n_vectors: int, dim: int) -> None:
+def bench_build(n_vectors: int, dim: int, kinds) -> None:
     from geocli.retrieval.ann import DescriptorIndex, default_cells
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n_vectors, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    before = _rss_mb()
-    start, start_cpu = time.perf_counter(), time.process_time()
-    index = DescriptorIndex.build(x, kind="ivf")
-    seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    import faiss
+    from geocli.retrieval.search import _import_faiss
 
-    size_mb = faiss.serialize_index(index.faiss_index).nbytes / 2**20
-    print(f"build: faiss IVF-Flat, {n_vectors:,} x {dim}-d, {default_cells(n_vectors)} cells: {seconds:.1f} s wall, {cpu:.1f} CPU s; "
-          f"resident memory +{_rss_mb() - before:.0f} MB (the vectors themselves: {x.nbytes / 2**20:.0f} MB); "
-          f"index file {size_mb:.0f} MB")
+    faiss = _import_faiss()
+
+    for kind in kinds:
+        before = _rss_mb()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        index = DescriptorIndex.build(x, kind=kind)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        size_mb = faiss.serialize_index(index.faiss_index).nbytes / 2**20
+        print(f"build: faiss {kind}, {n_vectors:,} x {dim}-d, {default_cells(n_vectors)} cells: {seconds:.1f} s wall, "
+              f"{cpu:.1f} CPU s; resident memory +{_rss_mb() - before:.0f} MB (the vectors themselves: "
+              f"{x.nbytes / 2**20:.0f} MB); index file {size_mb:.0f} MB", flush=True)
+        del index
+        gc.collect()
 
 
 def main() -> None:
@@ -178,18 +242,34 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--verify", type=int, default=100)
-    parser.add_argument("--nprobe", type=int, default=8)
+    parser.add_argument("--ann", default="ivf-pq,ivf", help="index kinds to compare (comma-separated)")
+    parser.add_argument("--nprobe", default="", help="cells probed, comma-separated values to compare "
+                        "(default: each index's own, 16 for ivf-pq and 8 for ivf)")
+    parser.add_argument("--refine", default="2", help="ivf-pq: candidates re-ranked, x k (comma-separated)")
+    parser.add_argument("--pq-m", type=int, default=None, help="ivf-pq: sub-quantizers (default d / 2)")
+    parser.add_argument("--cells", type=int, default=None, help="IVF cells (default sqrt of the descriptors)")
+    parser.add_argument("--knn", type=int, default=60)
+    parser.add_argument("--recall-queries", type=int, default=2,
+                        help="queries whose first 250 descriptors get exact neighbours for recall (0: skip)")
+    parser.add_argument("--threads", type=int, default=None, help="faiss threads (default: all CPUs)")
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=40)
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    if args.threads:
+        from geocli.retrieval.search import _import_faiss  # threads wait passively (see there)
+
+        _import_faiss().omp_set_num_threads(args.threads)
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start")
     if args.only in (None, "extract"):
         bench_extract(args.images, args.side, args.pads.split(","))
     if args.only in (None, "query"):
-        bench_query(args.db_images, args.features, args.queries, args.verify, args.nprobe)
+        nprobes = [int(n) for n in args.nprobe.split(",")] if args.nprobe else [None]
+        bench_query(args.db_images, args.features, args.queries, args.verify, args.ann.split(","), nprobes,
+                    [float(r) for r in args.refine.split(",")], args.cells, args.knn, args.recall_queries, args.pq_m)
     if args.only in (None, "build"):
-        bench_build(args.vectors, args.dim)
+        bench_build(args.vectors, args.dim, args.ann.split(","))
+    print(f"machine: load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

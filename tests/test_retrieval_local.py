@@ -1,10 +1,14 @@
-"""Descriptor index (exact NumPy / faiss IVF), RANSAC verification and DELF-style local retrieval."""
+"""Descriptor index (exact NumPy / faiss IVF-Flat / IVF-PQ), RANSAC verification and DELF-style local retrieval."""
+
+import os
 
 import numpy as np
 import pytest
 
-from geocli.errors import DataError
+from geocli.errors import DataError, UsageError
+from geocli.retrieval import ann as ann_module
 from geocli.retrieval.ann import DescriptorIndex
+from geocli.retrieval.search import _import_faiss
 from geocli.retrieval.local import LocalIndex
 from geocli.retrieval.store import FeatureStore
 from geocli.retrieval.synthetic import make_local_set, random_affine
@@ -30,6 +34,7 @@ def test_faiss_ivf_agrees_with_exact_when_every_cell_is_probed(tmp_path):
     data = rng.standard_normal((4000, 16)).astype(np.float32)
     queries = rng.standard_normal((30, 16)).astype(np.float32)
     ivf = DescriptorIndex.build(data, kind="ivf", n_cells=16)
+    assert ivf.nprobe == 8  # IVF-Flat keeps its default
     exact = DescriptorIndex.build(data, kind="exact")
     _, ivf_rows = ivf.search(queries, k=3, nprobe=16)
     _, exact_rows = exact.search(queries, k=3)
@@ -41,6 +46,41 @@ def test_faiss_ivf_agrees_with_exact_when_every_cell_is_probed(tmp_path):
     np.testing.assert_array_equal(reloaded.search(queries, k=3, nprobe=16)[1], exact_rows)
     with pytest.raises(DataError, match="16-d"):
         reloaded.search(np.zeros((1, 8), np.float32))
+
+
+def test_faiss_ivf_pq_reranks_exactly_and_round_trips(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((4000, 16)).astype(np.float32)
+    queries = rng.standard_normal((30, 16)).astype(np.float32)
+    pq = DescriptorIndex.build(data, kind="ivf-pq", n_cells=16)
+    exact_dist, exact_rows = DescriptorIndex.build(data, kind="exact").search(queries, k=3)
+    # every cell probed and 3,000 of the 4,000 candidates re-ranked with float vectors: exact answers, exact distances
+    dist, rows = pq.search(queries, k=3, nprobe=16, refine=1000)
+    np.testing.assert_array_equal(rows, exact_rows)
+    np.testing.assert_allclose(dist, exact_dist, rtol=1e-4, atol=1e-4)
+    # the 4-bit codes alone (refine 1) rank worse than exact, more re-ranking recovers most of it
+    coarse = np.mean(pq.search(queries, k=3, nprobe=16, refine=1)[1] == exact_rows)
+    refined = np.mean(pq.search(queries, k=3, nprobe=16, refine=20)[1] == exact_rows)
+    assert coarse < 0.5 and refined > 0.9
+    _, bounded = pq.search(queries, k=3, nprobe=16, refine=1000, max_distance=float(exact_dist[0, 1]))
+    assert bounded[0, :2].tolist() == exact_rows[0, :2].tolist() and bounded[0, 2] == -1
+    pq.save(tmp_path / "pq")
+    reloaded = DescriptorIndex.load(tmp_path / "pq")
+    assert (reloaded.kind, reloaded.refine, reloaded.nprobe) == ("ivf-pq", 2.0, 16)  # its own default nprobe
+    np.testing.assert_array_equal(reloaded.search(queries, k=3, nprobe=16, refine=1000)[1], exact_rows)
+    monkeypatch.setattr(ann_module, "EXACT_BELOW", 1000)
+    assert DescriptorIndex.build(data, kind="auto", n_cells=16).kind == "ivf-pq"
+    with pytest.raises(UsageError, match="divide"):
+        DescriptorIndex.build(data, kind="ivf-pq", n_cells=16, pq_m=5)
+    with pytest.raises(UsageError, match="1 to 1000"):
+        pq.search(queries, k=3, refine=0.5)
+
+
+def test_faiss_import_leaves_the_environment_alone(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert _import_faiss() is not None and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert _import_faiss() is not None and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_ransac_recovers_a_known_affine():
@@ -71,7 +111,7 @@ def _with_shuffled_copy(synthetic, query):
     return descriptors, locations
 
 
-@pytest.mark.parametrize("kind", ["exact", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "ivf", "ivf-pq"])
 def test_right_image_ranks_first_with_many_inliers(kind):
     synthetic = make_local_set(n_images=60, n_features=200, n_queries=3, inlier_share=0.4, seed=4)
     index = LocalIndex.build(synthetic.db_descriptors, synthetic.db_locations, kind=kind, n_cells=16)

@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from geocli.errors import DataError
-from geocli.retrieval.ann import DescriptorIndex
+from geocli.retrieval.ann import DEFAULT_REFINE, DescriptorIndex
 from geocli.retrieval.verify import DEFAULT_RESIDUAL_THRESHOLD, count_inliers
 
 #: DELF's ``_DISTANCE_THRESHOLD`` of the pairwise matcher for unit-norm 40-d descriptors.
@@ -76,8 +76,10 @@ class LocalIndex:
     @classmethod
     def build(cls, descriptors: Sequence[np.ndarray], locations: Sequence[np.ndarray],
               names: Optional[Sequence[str]] = None, kind: str = "auto", n_cells: Optional[int] = None,
-              nprobe: int = 8, seed: int = 0) -> "LocalIndex":
-        """Indexes one ``(n_i, d)`` descriptor array and ``(n_i, 2)`` location array per image."""
+              nprobe: Optional[int] = None, seed: int = 0, refine: float = DEFAULT_REFINE,
+              pq_m: Optional[int] = None) -> "LocalIndex":
+        """Indexes one ``(n_i, d)`` descriptor array and ``(n_i, 2)`` location array per image
+        (index settings: :meth:`~geocli.retrieval.ann.DescriptorIndex.build`)."""
         if len(descriptors) != len(locations):
             raise ValueError(f"{len(descriptors)} descriptor arrays but {len(locations)} location arrays")
         counts = np.array([len(d) for d in descriptors], dtype=np.int64)
@@ -90,7 +92,8 @@ class LocalIndex:
         all_locations = np.concatenate([np.asarray(loc, np.float32).reshape(-1, 2) for loc in locations])
         dim = next(np.asarray(d).shape[1] for d, n in zip(descriptors, counts) if n)
         matrix = np.concatenate([np.asarray(d, np.float32).reshape(-1, dim) for d in descriptors])
-        ann = DescriptorIndex.build(matrix, kind=kind, n_cells=n_cells, nprobe=nprobe, seed=seed)
+        ann = DescriptorIndex.build(matrix, kind=kind, n_cells=n_cells, nprobe=nprobe, seed=seed, refine=refine,
+                                    pq_m=pq_m)
         return cls(ann, image_of_row, all_locations, len(descriptors), names)
 
     @classmethod
@@ -126,7 +129,8 @@ class LocalIndex:
     def query(self, locations: np.ndarray, descriptors: np.ndarray, k: int = DEFAULT_K,
               nprobe: Optional[int] = None, max_distance: float = np.inf, verify: Optional[int] = 100,
               min_matches: int = DEFAULT_MIN_MATCHES,
-              residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD) -> LocalQueryResult:
+              residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
+              refine: Optional[float] = None) -> LocalQueryResult:
         """Retrieves and verifies database images for one query image's local features.
 
         ``verify`` is the short-list length (``None``: every image with ``min_matches`` pairs).
@@ -139,7 +143,7 @@ class LocalIndex:
         empty = LocalQueryResult(np.empty(0, np.int64), np.empty(0, np.int64), votes)
         if len(descriptors) == 0:
             return empty
-        _, rows = self.ann.search(descriptors, k=k, nprobe=nprobe, max_distance=max_distance)
+        _, rows = self.ann.search(descriptors, k=k, nprobe=nprobe, max_distance=max_distance, refine=refine)
         query_feature = np.repeat(np.arange(len(descriptors)), rows.shape[1])
         rows = rows.ravel()
         found = rows >= 0
@@ -153,7 +157,11 @@ class LocalIndex:
             candidates = candidates[: max(int(verify), 0)]
         if candidates.size == 0:
             return empty
-        by_image = np.argsort(images, kind="stable")
+        # group only the short list's pairs (a few thousand of the ~60,000), in their original order
+        short_listed = np.zeros(self.n_images, dtype=bool)
+        short_listed[candidates] = True
+        kept = np.flatnonzero(short_listed[images])
+        by_image = kept[np.argsort(images[kept], kind="stable")]
         bounds = np.searchsorted(images[by_image], np.stack([candidates, candidates + 1]))
         inliers = np.zeros(len(candidates), dtype=np.int64)
         for c, (lo, hi) in enumerate(bounds.T):

@@ -176,7 +176,8 @@ def index_cmd(
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Index every database descriptor (exact search below 200k descriptors, faiss IVF above).
+    """Index every database descriptor (exact search below 200k descriptors, faiss IVF-PQ with exact
+    re-ranking above; --set retrieve.ann=ivf for IVF-Flat).
 
     Examples:
 

@@ -94,7 +94,7 @@ def run_evaluation(cfg: Mapping[str, Any], data, network, out_dir: Path, ctx) ->
         rcfg["verify"] = None
     db_features = read_features(cache / "database.h5", evalset.db_names)
     local = LocalIndex.build([f["descriptors"] for f in db_features], [f["locations"] for f in db_features],
-                             names=evalset.db_names, kind=rcfg["ann"], nprobe=int(rcfg["nprobe"]))
+                             names=evalset.db_names, **idx.index_options(rcfg))
     if protocol == "port":
         position = evalset.index_of()
         queries = [db_features[position[q.image]] for q in evalset.queries]

@@ -27,8 +27,12 @@ DEFAULTS: Dict[str, Any] = {
     "min_matches": 4,        # putative correspondences needed before RANSAC (the port's --threshold)
     "verify": 100,           # images verified per query; "all": every image with min_matches (the port)
     "residual": 20.0,        # RANSAC residual threshold in pixels
-    "ann": "auto",           # exact (chunked NumPy) | ivf (faiss) | auto (exact below 200k descriptors)
-    "nprobe": 8,             # IVF cells searched per query descriptor
+    "ann": "auto",           # exact (chunked NumPy) | ivf (faiss IVF-Flat) | ivf-pq (IVF, 4-bit PQ fast scan,
+                             # exact re-ranking) | auto (exact below 200k descriptors, else ivf-pq)
+    "nprobe": None,          # IVF cells searched per query descriptor; None: the index's own (16 for
+                             # ivf-pq, 8 for ivf)
+    "refine": 2.0,           # ivf-pq: the refine x knn best candidates are re-ranked with exact distances
+    "cells": None,           # IVF cells; None: about sqrt(descriptors)
     "top": 100,              # results written per query
 }
 INDEX_INFO = "index.json"
@@ -55,6 +59,16 @@ def parse_verify(value) -> Optional[int]:
     return number
 
 
+def _optional_int(value) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+def index_options(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """Keyword arguments of :meth:`LocalIndex.build` from the ``retrieve`` settings."""
+    return {"kind": cfg["ann"], "nprobe": _optional_int(cfg["nprobe"]), "refine": float(cfg["refine"]),
+            "n_cells": _optional_int(cfg["cells"])}
+
+
 def build_index(features: Path, out: Path, cfg: Mapping[str, Any], seed: int = 0) -> Dict[str, Any]:
     """Index every image of the feature file ``features`` into the folder ``out``."""
     from geocli.retrieval.store import FeatureStore
@@ -62,7 +76,7 @@ def build_index(features: Path, out: Path, cfg: Mapping[str, Any], seed: int = 0
     start = time.perf_counter()
     with FeatureStore(features, mode="r") as store:
         attrs = store.attrs
-        index = LocalIndex.from_store(store, kind=cfg["ann"], nprobe=int(cfg["nprobe"]), seed=seed)
+        index = LocalIndex.from_store(store, seed=seed, **index_options(cfg))
     index.save(out)
     info = {"features": str(features), "images": index.n_images, "descriptors": len(index.ann),
             "ann": index.ann.kind, "dim": index.ann.dim, "seconds": round(time.perf_counter() - start, 3),
@@ -77,10 +91,11 @@ def query_index(index: LocalIndex, queries: Sequence[Mapping[str, np.ndarray]], 
     bound = cfg["max_distance"]
     results = []
     for i, q in enumerate(queries):
-        results.append(index.query(q["locations"], q["descriptors"], k=int(cfg["knn"]), nprobe=int(cfg["nprobe"]),
+        results.append(index.query(q["locations"], q["descriptors"], k=int(cfg["knn"]),
+                                   nprobe=_optional_int(cfg["nprobe"]),
                                    max_distance=np.inf if bound is None else float(bound),
                                    verify=parse_verify(cfg["verify"]), min_matches=int(cfg["min_matches"]),
-                                   residual_threshold=float(cfg["residual"])))
+                                   residual_threshold=float(cfg["residual"]), refine=float(cfg["refine"])))
         if progress is not None:
             progress(i + 1, len(queries))
     return results
