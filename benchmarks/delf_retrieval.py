@@ -1,15 +1,20 @@
 """DELF speed: extraction images/s (MindSpore vs a PyTorch twin, and the three padding modes), seconds
 per query on a 5,000-image index, and build time / memory of a 1 M-vector faiss index.
 
-    python benchmarks/delf_retrieval.py                    # everything (about 10 min on 2 idle cores)
+    python benchmarks/delf_retrieval.py                    # everything (about 15 min on 2 idle cores)
     python benchmarks/delf_retrieval.py --only extract     # or: query, build
     python benchmarks/delf_retrieval.py --only extract --images 2 --side 1024
+    python benchmarks/delf_retrieval.py --only query --ann ivf-pq,ivf --nprobe 8,16 --refine 1,2,4
 
 Extraction runs the untrained DELF extraction network (the speed does not depend on the weights) on
 ``--images`` random photographs of ``--side`` px (4:3), all 7 scales. The PyTorch twin is the same
-computation in plain torch (ResNet50 to conv4, the 1x1/2 subsampling and the attention convs) on the same bucketed canvases. Query speed uses the synthetic local-feature database of
-``geocli.retrieval.synthetic`` (5,000 images x 1,000 40-d descriptors, faiss IVF, 60 neighbours,
-RANSAC of the 100 most-voted images). Figures go to stdout; say what else ran on the machine.
+computation in plain torch (ResNet50 to conv4, the 1x1/2 subsampling and the attention convs) on the
+same bucketed canvases. Query speed uses the synthetic local-feature database of
+``geocli.retrieval.synthetic`` (5,000 images x 1,000 40-d descriptors, 60 neighbours, RANSAC of the 100
+most-voted images) with each index kind of ``--ann`` (default: ivf-pq, the default above 200k
+descriptors, and ivf, the IVF-Flat it replaced), and prints per setting the wall and CPU seconds per
+query (split into the faiss search and votes + RANSAC), top-1 correct, and the recall of the exact
+60-NN (brute force over 500 query descriptors). Figures go to stdout; say what else ran on the machine.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 Global: a 100,000 x 1,024 float32 gallery, 1,000 queries, top-100 by inner product, NumPy backend.
 Local: 5,000 synthetic images x 1,000 40-d features (5M descriptors, 800 MB), queries that are affine
-views of database images (see geocli.retrieval.synthetic), faiss IVF votes then RANSAC of the top 100.
+views of database images (see geocli.retrieval.synthetic), faiss IVF-PQ votes then RANSAC of the top 100.
 Timings go to stdout only; unit tests never assert on them.
 """
 
@@ -49,7 +49,7 @@ def bench_global(n_gallery: int, dim: int, n_query: int, k: int) -> None:
 
 
 def bench_local(n_images: int, n_features: int, dim: int, n_queries: int, shortlist: int,
-                nprobe: int) -> None:
+                nprobe) -> None:
     start = time.perf_counter()
     data = make_local_set(n_images, n_features, dim=dim, n_queries=n_queries, seed=0)
     print(f"local: generated {n_images:,} images x {n_features:,} x {dim}-d in "
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=1000)
     parser.add_argument("--local-queries", type=int, default=20)
     parser.add_argument("--shortlist", type=int, default=100)
-    parser.add_argument("--nprobe", type=int, default=8)
+    parser.add_argument("--nprobe", type=int, default=None, help="default: the index's own (16 ivf-pq, 8 ivf)")
     parser.add_argument("--compare-ann", action="store_true", help="time cKDTree/brute force vs faiss IVF")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, numpy {np.__version__}")

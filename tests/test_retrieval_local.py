@@ -163,3 +163,22 @@ def test_index_from_store_save_load_and_empty_query(tmp_path):
     assert reloaded.names == index.names and result.images[0] == synthetic.query_sources[0]
     with pytest.raises(DataError, match="nothing to index"):
         LocalIndex.build([np.zeros((0, 40))], [np.zeros((0, 2))])
+
+
+def test_delf_index_settings_build_and_query_an_ivf_pq_index(tmp_path):
+    from geocli.models.delf import index as idx
+
+    synthetic = make_local_set(n_images=8, n_features=50, n_queries=1, seed=5)
+    with FeatureStore(tmp_path / "db.h5") as store:
+        for i, (loc, desc) in enumerate(zip(synthetic.db_locations, synthetic.db_descriptors)):
+            store.write(f"db/{i}.jpg", {"locations": loc, "descriptors": desc})
+    cfg = idx.settings({"retrieve": {"ann": "ivf-pq", "cells": 4, "knn": 5}})
+    assert cfg["nprobe"] is None and cfg["refine"] == 2.0  # None: the index's own nprobe
+    info = idx.build_index(tmp_path / "db.h5", tmp_path / "index", cfg)
+    assert info["ann"] == "ivf-pq" and info["descriptors"] == 400
+    index = idx.load_index(tmp_path / "index")
+    assert (index.ann.kind, index.ann.nprobe) == ("ivf-pq", 16)
+    query = {"locations": synthetic.query_locations[0], "descriptors": synthetic.query_descriptors[0]}
+    for nprobe in (None, 4):
+        result = idx.query_index(index, [query], {**cfg, "nprobe": nprobe})[0]
+        assert result.images[0] == synthetic.query_sources[0] and result.inliers[0] >= 15
