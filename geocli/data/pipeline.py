@@ -67,7 +67,7 @@ def step_threads() -> int:
         return 1
     from geocli.runtime import context
 
-    return context._threads_set or usable_cores()
+    return context.configured_threads() or usable_cores()
 
 
 def resolve_workers(value: Any, group_size: int = 1) -> int:

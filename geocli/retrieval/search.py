@@ -146,6 +146,11 @@ def _import_faiss():
     finally:
         if previous is None:
             del os.environ["OMP_WAIT_POLICY"]
+    from geocli.runtime import context
+
+    threads = context.configured_threads()
+    if threads:  # --threads bounds faiss's OpenMP pool too (it defaults to every core)
+        faiss.omp_set_num_threads(threads)
     return faiss
 
 

@@ -71,6 +71,12 @@ def set_threads(threads: Optional[int]) -> None:
     _threads_set = int(threads)
 
 
+def configured_threads() -> Optional[int]:
+    """The CPU thread count this process gave MindSpore (``--threads``), or None before setup; other
+    thread pools (onnxruntime, faiss, data workers) follow it so one flag bounds the whole process."""
+    return _threads_set
+
+
 def is_distributed_worker() -> bool:
     """True in a process started by msrun, the rank-table launcher or mpirun."""
     from geocli.runtime.launch import worker_env_rank

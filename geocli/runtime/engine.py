@@ -114,7 +114,7 @@ def cell_runner(cell) -> Callable[..., List[np.ndarray]]:
 def _ms_threads() -> Optional[int]:
     from geocli.runtime import context
 
-    return context._threads_set
+    return context.configured_threads()
 
 
 def _graph(backend, cfg, network, name: str):
