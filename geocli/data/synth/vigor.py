@@ -3,7 +3,8 @@
 Each city is an aerial map in its own colours (roads on a jittered grid, blocks of buildings with random roof colours and
 heights, parks with trees) at the city's true ground resolution (the corrected per-city m/px), cut into
 tiles on VIGOR's half-overlapping grid (one tile every 320 px of a 640 px tile). Panoramas are rendered
-from street-level positions by ray-marching the same height/colour map: north-aligned equirectangular
+from positions on the streets (as Street View's are; open ground only when no street is near the tile
+centre) by ray-marching the same height/colour map: north-aligned equirectangular
 images (column W/2 faces north, east to its right) showing the facades (coloured after their roofs,
 with floors of windows), the road and ground around the camera, and a sky; each panorama gets its own
 lighting and colour cast, so the ground/aerial relation is real but not pixel-trivial.
@@ -48,13 +49,14 @@ class SynthSpec:
     pano_hw: Tuple[int, int] = (64, 128)
     cam_height_m: float = 2.5
     seed: int = 0
+    version: int = 2  # of the renderer (2: panoramas on streets); a cached dataset of another is rendered again
 
 
 # ---- the aerial map -----------------------------------------------------------------------------------
 
 def _city_map(rng: np.random.Generator, size_px: int, m_px: float,
-              style=STYLES["NewYork"]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(colour RGB uint8, height m float32, facade RGB uint8) rasters of one city, north up."""
+              style=STYLES["NewYork"]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(colour RGB uint8, height m float32, facade RGB uint8, road bool) rasters of one city, north up."""
     colour = np.empty((size_px, size_px, 3), np.uint8)
     colour[:] = style[0]  # bare ground
     height = np.zeros((size_px, size_px), np.float32)
@@ -119,7 +121,7 @@ def _city_map(rng: np.random.Generator, size_px: int, m_px: float,
             colour[mid, ::6][:, :] = (220, 220, 200)
     noise = rng.normal(0, 6, colour.shape)
     colour = np.clip(colour + noise, 0, 255).astype(np.uint8)
-    return colour, height, facade
+    return colour, height, facade, road & (height == 0)
 
 
 # ---- panoramas ----------------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ def _city(root: Path, city: str, spec: SynthSpec, rng: np.random.Generator) -> D
     m_px = tile_m / spec.tile_px  # metres per pixel of the written (down-scaled) tiles
     extent_m = (spec.grid - 1) * step_m + tile_m
     size_px = int(np.ceil(extent_m / m_px)) + 2
-    colour, height, facade = _city_map(rng, size_px, m_px, STYLES[city])
+    colour, height, facade, road = _city_map(rng, size_px, m_px, STYLES[city])
     lat0, lon0 = ORIGINS[city]
     deg_lat = np.degrees(1.0 / 6371004.0)  # degrees per metre
     deg_lon = deg_lat / np.cos(np.radians(lat0))
@@ -218,10 +220,10 @@ def _city(root: Path, city: str, spec: SynthSpec, rng: np.random.Generator) -> D
     lo, hi = half, half + (spec.grid - 1) * spec.tile_px / 2.0  # region covered by exactly 2x2 tiles
     for idx, (r, c) in enumerate(centres):
         for _ in range(spec.panos_per_tile):
-            for _try in range(50):  # stand on open ground near this tile's centre, never inside a building
+            for _try in range(200):  # stand on a street near this tile's centre (street view), else open ground
                 pr = np.clip(r + rng.uniform(-0.25, 0.25) * spec.tile_px, lo + 1e-3, hi - 1e-3)
                 pc = np.clip(c + rng.uniform(-0.25, 0.25) * spec.tile_px, lo + 1e-3, hi - 1e-3)
-                if height[int(pr), int(pc)] == 0:
+                if road[int(pr), int(pc)] or (_try >= 150 and height[int(pr), int(pc)] == 0):
                     break
             # the four covering tiles: the nearest centre first, then the other three of the 2x2
             i = (pr - half) / (spec.tile_px / 2.0)
