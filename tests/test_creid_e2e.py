@@ -50,14 +50,16 @@ def test_demo_learns_far_above_the_untrained_network_and_ends_with_the_picture(d
     cfg = config.resolve("creid", "demo")
     meta = ckpt.read_meta(demo["checkpoint"])
     assert meta["step"] == f["steps"] == cfg["train"]["epochs"] * meta["steps_per_epoch"]
-    # 24 queries: one query is 4.2 points of rank-1. Measured (deterministic, 2026-11-22): rank-1 8.3 % against
-    # 0 %, mAP 15.3 against 7.8, centroids rank-1 8.3 % against 0 %, centroids mAP 22.7 against 9.5. That
-    # is the floor asserted here: two more queries right first and about twice the mAP; more is wanted
-    # (docs/creid.md, "Demo").
-    assert f["rank1"] >= f["untrained_rank1"] + 8.0
-    assert f["mAP"] >= f["untrained_mAP"] + 5.0
-    assert f["centroids_rank1"] >= f["untrained_centroids_rank1"] + 8.0
-    assert f["centroids_mAP"] >= f["untrained_centroids_mAP"] + 8.0
+    # 24 queries: one query is 4.2 points of rank-1. Measured (deterministic, 2026-11-23, demo preset with
+    # random erasing off and triplet weights 0.1): rank-1 33.3 % against 0 % untrained, mAP 34.5 against 7.8,
+    # centroids rank-1 37.5 % against 0 %, centroids mAP 53.1 against 9.5 (before those two demo.yaml
+    # changes: 8.3 / 15.3 / 8.3 / 22.7). The floors leave about three queries of margin on rank-1 and a
+    # third of the measured gain on mAP; on a draw with 48 queries the same preset measured rank-1 14.6 %
+    # against 4.2 % (docs/creid.md, "Demo").
+    assert f["rank1"] >= f["untrained_rank1"] + 20.0
+    assert f["mAP"] >= f["untrained_mAP"] + 18.0
+    assert f["centroids_rank1"] >= f["untrained_centroids_rank1"] + 25.0
+    assert f["centroids_mAP"] >= f["untrained_centroids_mAP"] + 30.0
     saved = demo["metrics"]
     assert saved["rank1"] == f["rank1"] and saved["untrained_rank1"] == f["untrained_rank1"]
     assert saved["protocol"] == "fixed" and (demo["eval_dir"] / "features.h5").is_file()
