@@ -21,6 +21,8 @@ from __future__ import annotations
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal
 
+from geocli.nets.pooling import MaxPool2d
+
 #: (in, 1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool projection) of each Inception block.
 INCEPTION_WIDTHS = {
     "3a": (192, 64, 96, 128, 16, 32, 32),
@@ -50,11 +52,12 @@ class ConvBN(nn.Cell):
 
 
 class SameMaxPool(nn.Cell):
-    """Max-pool with TensorFlow 'same' output size, ceil(size / stride) (see the module docstring)."""
+    """Max-pool with TensorFlow 'same' output size, ceil(size / stride) (see the module docstring); its
+    training-mode backward is a scatter to the argmax (:mod:`geocli.nets.pooling`)."""
 
     def __init__(self, kernel: int, stride: int):
         super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=kernel, stride=stride, pad_mode="same")
+        self.pool = MaxPool2d(kernel, stride, "same")
 
     def construct(self, x):
         return self.pool(x)

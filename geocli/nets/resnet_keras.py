@@ -37,6 +37,8 @@ from typing import Dict, List, Tuple
 
 from mindspore import nn
 
+from geocli.nets.pooling import MaxPool2d
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.99
 
@@ -157,7 +159,7 @@ class ResNet50Keras(nn.Cell):
         self.conv1 = conv(3, stem, 7, 2)
         self.bn_conv1 = batchnorm(stem, bn_momentum)
         self.relu = nn.ReLU()
-        self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
+        self.max_pool = MaxPool2d(3, 2, "valid")  # fast backward in training (geocli.nets.pooling)
         self.with_conv5 = with_conv5
         cin = stem
         for stage, n, mid, cout, stride in STAGES if with_conv5 else STAGES[:3]:

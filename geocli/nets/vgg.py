@@ -5,7 +5,8 @@ VIGOR's reference code (backbone/VGG.py) uses the plain VGG16 (3x3 'same' convs 
 bias -> BatchNorm -> ReLU). Layers are named ``conv<block>_<i>`` like the Caffe/Keras VGG16, so one
 name map converts ImageNet checkpoints (``weights.py``). ``width`` scales every layer's channels
 (1.0 is VGG16; the CPU demo uses a quarter) and is the only departure from the published trunk.
-Pools are 'valid' 2x2 max-pools: exact for even sizes and exportable to ONNX.
+Pools are 'valid' 2x2 max-pools: exact for even sizes and exportable to ONNX; in training their backward
+pass is a scatter to the argmax (:mod:`geocli.nets.pooling`, MindSpore's MaxPoolGrad is slow on CPU).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import List, Tuple
 
 from mindspore import nn
 from mindspore.common.initializer import HeNormal
+
+from geocli.nets.pooling import MaxPool2d
 
 #: (block, convs, channels) of VGG16.
 VGG16_BLOCKS: Tuple[Tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -56,7 +59,7 @@ class VGG16Features(nn.Cell):
             for i in range(n):
                 setattr(self, f"conv{block}_{i + 1}", ConvUnit(cin, cout, batch_norm))
                 cin = cout
-        self.pool = nn.MaxPool2d(2, 2, pad_mode="valid")
+        self.pool = MaxPool2d(2, 2, "valid")
 
     def construct(self, x):
         x = self.pool(self.conv1_2(self.conv1_1(x)))
