@@ -5,7 +5,7 @@ even inputs; 'valid'), also where ReLU zeros tie inside a window; eval mode is t
 import numpy as np
 import pytest
 
-CASES = [(112, 3, 2, "same"), (56, 3, 2, "same"), (28, 3, 1, "same"), (7, 3, 2, "same"), (7, 2, 2, "same"),
+CASES = [(112, 3, 2, "same"), (56, 3, 2, "same"), (28, 3, 1, "same"), (7, 3, 2, "same"), (7, 2, 2, "same"), (7, 3, 1, "same"),
          (8, 2, 2, "same"), (4, 3, 2, "same"), (2, 3, 1, "same"), (32, 2, 2, "valid"), (15, 3, 2, "valid")]
 
 

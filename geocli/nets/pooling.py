@@ -5,15 +5,15 @@ whole PoseNet training step (1,609 of 3,846 ms of kernel time at batch 16, 224 p
 PyTorch's ``max_pool2d_with_indices_backward`` took 24 ms for the same pools
 (``benchmarks/profile_ops.py posenet``, docs/performance.md). Here the forward pass in training mode runs
 ``MaxPoolWithArgmaxV2``, which returns each window's argmax alongside the maximum, and the custom
-``bprop`` adds every output gradient at its argmax with one ``UnsortedSegmentSum`` over the input plane.
+``bprop`` adds every output gradient at its argmax with one ``TensorScatterElements`` over the input.
 Outputs and gradients are identical to MindSpore's own pool (both route a window's gradient to its first
 maximum; tests/test_nets_pooling.py checks every size GoogLeNet and VGG use).
 
 In eval mode the cell runs the plain ``nn.MaxPool2d``, so inference and ONNX export are unchanged.
 
-TensorFlow 'same' padding adds the odd pixel at the bottom/right; ``MaxPoolWithArgmaxV2`` pads
-symmetrically, so that extra pixel is expressed with ``ceil_mode`` (a last, partial window) instead of
-a padded copy of the input.
+TensorFlow 'same' padding adds the odd pixel at the bottom/right; where ``MaxPoolWithArgmaxV2`` is used
+(see ``_ArgmaxPool``) it pads symmetrically, so that extra pixel is expressed with ``ceil_mode`` (a last,
+partial window) instead of a padded copy of the input.
 """
 
 from __future__ import annotations
@@ -26,36 +26,49 @@ from mindspore import nn, ops
 
 def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
     """TensorFlow 'same' padding (before, after) of one axis: output ceil(size / stride)."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
+    out = (size + stride - 1) // stride
+    total = (out - 1) * stride + kernel - size
+    if total < 0:  # no builtin max(): this also runs inside the compiled backward graph
+        total = 0
     return total // 2, total - total // 2
 
 
 class _ArgmaxPool(nn.Cell):
-    """(x) -> (max, flat argmax within each (n, c) plane); its gradient is a scatter-add to the argmax."""
+    """(x) -> (max, argmax); its gradient is a scatter-add of the output gradient to the argmax.
+
+    Two MindSpore kernels return the argmax: ``MaxPoolWithArgmax`` (v1: 'same'/'valid' like the plain
+    pool, argmax flat over a sample's (C, H, W)) was 2-2.5x faster here than ``MaxPoolWithArgmaxV2`` (v2:
+    symmetric padding + ceil mode, argmax flat over an (H, W) plane), but its 'same' windows differ from
+    TensorFlow's when stride 2 meets padding on both sides (e.g. a 3x3 / 2 pool of a 7x7 map), where v2
+    is used instead. The choice is static: it depends only on the input size."""
 
     def __init__(self, kernel: int, stride: int, pad_mode: str):
         super().__init__()
         self.kernel, self.stride, self.pad_mode = kernel, stride, pad_mode
+        self.v1 = ops.MaxPoolWithArgmax(kernel_size=kernel, strides=stride, pad_mode=pad_mode)
 
-    def _options(self, height: int, width: int):
+    def _choice(self, height: int, width: int):
+        """(use v1, v2's symmetric padding, v2's ceil mode) for this input size: always a tuple of the
+        same types, as graph mode needs. 'same' padding differs per axis only for non-square inputs,
+        where the height's is used for both (every pool here sees square maps)."""
         if self.pad_mode == "valid":
-            return 0, False
-        (top, bottom), (left, right) = (same_padding(height, self.kernel, self.stride),
-                                        same_padding(width, self.kernel, self.stride))
-        if top != left or bottom != right or bottom - top not in (0, 1):
-            raise ValueError(f"no symmetric + ceil-mode form of 'same' padding for a {height}x{width} input")
-        return top, bottom > top
+            return True, 0, False
+        top, bottom = same_padding(height, self.kernel, self.stride)
+        return self.stride == 1 or top == 0, top, bottom > top
 
     def construct(self, x):
-        pad, ceil = self._options(x.shape[2], x.shape[3])
+        use_v1, pad, ceil = self._choice(x.shape[2], x.shape[3])
+        if use_v1:
+            return self.v1(x)
         return ops.max_pool2d(x, self.kernel, self.stride, pad, 1, True, ceil)
 
     def bprop(self, x, out, dout):
         n, c, h, w = x.shape
-        argmax = out[1].astype(ms.int32).reshape(n, c, -1)
-        dx = ops.tensor_scatter_elements(ops.zeros((n, c, h * w), x.dtype), argmax, dout[0].reshape(n, c, -1),
-                                         axis=2, reduction="add")
+        use_v1, _, _ = self._choice(h, w)
+        rows, per_row = (n, c * h * w) if use_v1 else (n * c, h * w)
+        argmax = out[1].astype(ms.int32).reshape(rows, -1)
+        dx = ops.tensor_scatter_elements(ops.zeros((rows, per_row), x.dtype), argmax, dout[0].reshape(rows, -1),
+                                         axis=1, reduction="add")
         return (dx.reshape(n, c, h, w),)
 
 
