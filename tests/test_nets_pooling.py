@@ -1,11 +1,12 @@
 """geocli.nets.pooling.MaxPool2d: same outputs and gradients as MindSpore's own max-pool at every size
 GoogLeNet and VGG use ('same' padding with the odd pixel at the bottom/right, stride 1 and 2, odd and
-even inputs; 'valid'), also where ReLU zeros tie inside a window; eval mode is the plain pool."""
+even inputs; 'valid'), also where ReLU zeros tie inside a window, and on non-square inputs (7x8 at stride 2
+has no exact argmax form and must keep the plain pool); eval mode is the plain pool."""
 
 import numpy as np
 import pytest
 
-CASES = [(112, 3, 2, "same"), (56, 3, 2, "same"), (28, 3, 1, "same"), (7, 3, 2, "same"), (7, 2, 2, "same"), (7, 3, 1, "same"),
+CASES = [((7, 8), 3, 2, "same"), ((8, 16), 3, 2, "same"), ((9, 5), 3, 1, "same"), (112, 3, 2, "same"), (56, 3, 2, "same"), (28, 3, 1, "same"), (7, 3, 2, "same"), (7, 2, 2, "same"), (7, 3, 1, "same"),
          (8, 2, 2, "same"), (4, 3, 2, "same"), (2, 3, 1, "same"), (32, 2, 2, "valid"), (15, 3, 2, "valid")]
 
 
@@ -25,8 +26,9 @@ def test_outputs_and_gradients_equal_mindspores_pool(size, kernel, stride, pad_m
 
     from geocli.nets.pooling import MaxPool2d
 
-    rng = np.random.default_rng(size * 10 + kernel + stride)
-    x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+    rng = np.random.default_rng(sum(np.atleast_1d(size)) * 10 + kernel + stride)
+    height, width = size if isinstance(size, tuple) else (size, size)
+    x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
     x[0] = np.maximum(x[0], 0.0)  # ReLU zeros: ties inside windows
     reference, ours = nn.MaxPool2d(kernel, stride, pad_mode=pad_mode), MaxPool2d(kernel, stride, pad_mode)
     reference.set_train(True)

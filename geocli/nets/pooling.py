@@ -4,8 +4,9 @@ Why: MindSpore 2.10's CPU ``MaxPoolGrad`` recomputes the pooling windows and was
 whole PoseNet training step (1,609 of 3,846 ms of kernel time at batch 16, 224 px, 2 threads), where
 PyTorch's ``max_pool2d_with_indices_backward`` took 24 ms for the same pools
 (``benchmarks/profile_ops.py posenet``, docs/performance.md). Here the forward pass in training mode runs
-``MaxPoolWithArgmaxV2``, which returns each window's argmax alongside the maximum, and the custom
-``bprop`` adds every output gradient at its argmax with one ``TensorScatterElements`` over the input.
+``MaxPoolWithArgmax`` (or ``MaxPoolWithArgmaxV2``, see ``_ArgmaxPool``), which returns each window's
+argmax alongside the maximum, and the custom ``bprop`` adds every output gradient at its argmax with one
+``TensorScatterElements`` over the input.
 Outputs and gradients are identical to MindSpore's own pool (both route a window's gradient to its first
 maximum; tests/test_nets_pooling.py checks every size GoogLeNet and VGG use).
 
@@ -48,23 +49,32 @@ class _ArgmaxPool(nn.Cell):
         self.v1 = ops.MaxPoolWithArgmax(kernel_size=kernel, strides=stride, pad_mode=pad_mode)
 
     def _choice(self, height: int, width: int):
-        """(use v1, v2's symmetric padding, v2's ceil mode) for this input size: always a tuple of the
-        same types, as graph mode needs. 'same' padding differs per axis only for non-square inputs,
-        where the height's is used for both (every pool here sees square maps)."""
+        """(fast path exists, use v1, v2's symmetric padding, v2's ceil mode) for this input size: always
+        a tuple of the same types, as graph mode needs. v1 is exact for 'valid', for stride 1 and where
+        'same' pads nothing before the input on either axis; v2 needs the same padding on both axes.
+        Any other 'same' input (e.g. 7x8 at stride 2) has no exact fast form and keeps the plain pool."""
         if self.pad_mode == "valid":
-            return True, 0, False
+            return True, True, 0, False
         top, bottom = same_padding(height, self.kernel, self.stride)
-        return self.stride == 1 or top == 0, top, bottom > top
+        left, right = same_padding(width, self.kernel, self.stride)
+        if self.stride == 1 or (top == 0 and left == 0):
+            return True, True, 0, False
+        symmetric = top == left and bottom == right and bottom - top < 2
+        return symmetric, False, top, bottom > top
+
+    def fast(self, height: int, width: int) -> bool:
+        """Whether an input of this size has an exact argmax form (else the caller keeps the plain pool)."""
+        return self._choice(height, width)[0]
 
     def construct(self, x):
-        use_v1, pad, ceil = self._choice(x.shape[2], x.shape[3])
+        _, use_v1, pad, ceil = self._choice(x.shape[2], x.shape[3])
         if use_v1:
             return self.v1(x)
         return ops.max_pool2d(x, self.kernel, self.stride, pad, 1, True, ceil)
 
     def bprop(self, x, out, dout):
         n, c, h, w = x.shape
-        use_v1, _, _ = self._choice(h, w)
+        _, use_v1, _, _ = self._choice(h, w)
         rows, per_row = (n, c * h * w) if use_v1 else (n * c, h * w)
         argmax = out[1].astype(ms.int32).reshape(rows, -1)
         dx = ops.tensor_scatter_elements(ops.zeros((rows, per_row), x.dtype), argmax, dout[0].reshape(rows, -1),
@@ -73,7 +83,8 @@ class _ArgmaxPool(nn.Cell):
 
 
 class MaxPool2d(nn.Cell):
-    """Square max-pool, ``pad_mode`` 'same' (TensorFlow) or 'valid'; fast backward in training mode."""
+    """Max-pool, ``pad_mode`` 'same' (TensorFlow) or 'valid'; fast backward in training mode wherever the
+    input size has an exact argmax form (every size the networks here train at)."""
 
     def __init__(self, kernel: int, stride: int, pad_mode: str = "valid"):
         super().__init__()
@@ -83,6 +94,6 @@ class MaxPool2d(nn.Cell):
         self.argmax_pool = _ArgmaxPool(kernel, stride, pad_mode)
 
     def construct(self, x):
-        if self.training:
+        if self.training and self.argmax_pool.fast(x.shape[2], x.shape[3]):
             return self.argmax_pool(x)[0]
         return self.pool(x)
