@@ -136,9 +136,9 @@ def bench_extract(n_images: int, side: int, pads) -> None:
 def _exact_neighbours(data, n_queries: int, per_query: int, k: int):
     """Exact k-NN (faiss brute force) of the first ``per_query`` descriptors of the first ``n_queries``
     queries: the truth that an approximate index's recall is measured against."""
-    from geocli.retrieval.search import _import_faiss
+    from geocli.retrieval.search import import_faiss
 
-    faiss = _import_faiss()
+    faiss = import_faiss()
 
     x = np.concatenate(data.db_descriptors).astype(np.float32)
     q = np.concatenate([d[:per_query] for d in data.query_descriptors[:n_queries]]).astype(np.float32)
@@ -220,9 +220,9 @@ def bench_build(n_vectors: int, dim: int, kinds) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n_vectors, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    from geocli.retrieval.search import _import_faiss
+    from geocli.retrieval.search import import_faiss
 
-    faiss = _import_faiss()
+    faiss = import_faiss()
 
     for kind in kinds:
         before = _rss_mb()
@@ -262,9 +262,9 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     if args.threads:
-        from geocli.retrieval.search import _import_faiss  # threads wait passively (see there)
+        from geocli.retrieval.search import import_faiss  # threads wait passively (see there)
 
-        _import_faiss().omp_set_num_threads(args.threads)
+        import_faiss().omp_set_num_threads(args.threads)
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start")
     if args.only in (None, "extract"):
         bench_extract(args.images, args.side, args.pads.split(","))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from geocli import config
+from geocli.data.images import image_files
 from geocli.errors import ConfigError, DataError, UsageError
 from geocli.models.posenet import data as pdata
 
@@ -62,8 +63,8 @@ def test_image_files_expand_folders(tmp_path):
     (tmp_path / "seq1").mkdir()
     for name in ("seq1/b.png", "seq1/a.jpg", "seq1/notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    assert pdata.image_files([tmp_path]) == [tmp_path / "seq1/a.jpg", tmp_path / "seq1/b.png"]
+    assert image_files([tmp_path]) == [tmp_path / "seq1/a.jpg", tmp_path / "seq1/b.png"]
     with pytest.raises(UsageError, match="no such file"):
-        pdata.image_files([Path(tmp_path / "missing.png")])
+        image_files([Path(tmp_path / "missing.png")])
     with pytest.raises(DataError, match="cannot be decoded"):
         pdata.read_image_file(tmp_path / "seq1/b.png")

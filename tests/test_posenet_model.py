@@ -229,11 +229,11 @@ def test_same_max_pool_matches_tf_style_padding(ctx):
     and even sizes, on signed inputs (so a zero pad would show)."""
     import mindspore as ms
 
-    from geocli.nets.googlenet import SameMaxPool
+    from geocli.nets.pooling import MaxPool2d
 
     rng = np.random.default_rng(0)
     for size in (7, 8, 113):
         x = rng.standard_normal((1, 2, size, size)).astype(np.float32)
         for kernel, stride in ((3, 2), (3, 1), (2, 2)):
-            ours = SameMaxPool(kernel, stride)(ms.Tensor(x)).asnumpy()
+            ours = MaxPool2d(kernel, stride, "same")(ms.Tensor(x)).asnumpy()
             np.testing.assert_array_equal(ours, _numpy_same_max_pool(x, kernel, stride))

@@ -8,7 +8,7 @@ import pytest
 from geocli.errors import DataError, UsageError
 from geocli.retrieval import ann as ann_module
 from geocli.retrieval.ann import DescriptorIndex
-from geocli.retrieval.search import _import_faiss
+from geocli.retrieval.search import import_faiss
 from geocli.retrieval.local import LocalIndex
 from geocli.retrieval.store import FeatureStore
 from geocli.retrieval.synthetic import make_local_set, random_affine
@@ -78,9 +78,9 @@ def test_faiss_ivf_pq_reranks_exactly_and_round_trips(tmp_path, monkeypatch):
 
 def test_faiss_import_leaves_the_environment_alone(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert _import_faiss() is not None and "OMP_WAIT_POLICY" not in os.environ
+    assert import_faiss() is not None and "OMP_WAIT_POLICY" not in os.environ
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert _import_faiss() is not None and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert import_faiss() is not None and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_ransac_recovers_a_known_affine():

@@ -9,7 +9,7 @@ import pytest
 
 from geocli.errors import UsageError
 from geocli.retrieval.results import write_ranked_pairs, write_results_json
-from geocli.retrieval.search import _import_faiss, chunk_sizes, topk_search
+from geocli.retrieval.search import import_faiss, chunk_sizes, topk_search
 
 
 def _integer_data(n_query, n_gallery, dim, seed=0):
@@ -86,7 +86,7 @@ def test_bad_input_is_rejected():
 
 def test_faiss_backend_missing_is_a_clear_error_or_agrees():
     queries, gallery = _integer_data(4, 40, 8)
-    if _import_faiss() is None:
+    if import_faiss() is None:
         with pytest.raises(UsageError, match="pip install faiss-cpu"):
             topk_search(queries, gallery, k=3, backend="faiss")
         return

@@ -13,7 +13,7 @@ from typing import List, Sequence
 from geocli.errors import UsageError
 
 #: Suffixes OpenCV decodes that the datasets of geoloc use (case-insensitive).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
 def image_files(inputs: Sequence[Path]) -> List[Path]:

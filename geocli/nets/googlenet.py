@@ -51,18 +51,6 @@ class ConvBN(nn.Cell):
         return self.relu(self.bn(self.conv(x)))
 
 
-class SameMaxPool(nn.Cell):
-    """Max-pool with TensorFlow 'same' output size, ceil(size / stride) (see the module docstring); its
-    training-mode backward is a scatter to the argmax (:mod:`geocli.nets.pooling`)."""
-
-    def __init__(self, kernel: int, stride: int):
-        super().__init__()
-        self.pool = MaxPool2d(kernel, stride, "same")
-
-    def construct(self, x):
-        return self.pool(x)
-
-
 class ReduceConv(nn.Cell):
     """A 1x1 reduction followed by a 3x3 convolution (Inception branches 2 and 3)."""
 
@@ -83,7 +71,7 @@ class Inception(nn.Cell):
         self.branch1 = ConvBN(cin, n1, 1)
         self.branch2 = ReduceConv(cin, n3r, n3)
         self.branch3 = ReduceConv(cin, n5r, n5)
-        self.pool = SameMaxPool(3, 1)
+        self.pool = MaxPool2d(3, 1, "same")
         self.branch4 = ConvBN(cin, npool, 1)
 
     def construct(self, x):
@@ -96,19 +84,19 @@ class GoogLeNetBN(nn.Cell):
     def __init__(self):
         super().__init__()
         self.conv1 = ConvBN(3, 64, 7, stride=2)
-        self.pool1 = SameMaxPool(3, 2)
+        self.pool1 = MaxPool2d(3, 2, "same")
         self.conv2 = ConvBN(64, 64, 1)
         self.conv3 = ConvBN(64, 192, 3)
-        self.pool2 = SameMaxPool(3, 2)
+        self.pool2 = MaxPool2d(3, 2, "same")
         self.inception3a = Inception(*INCEPTION_WIDTHS["3a"])
         self.inception3b = Inception(*INCEPTION_WIDTHS["3b"])
-        self.pool3 = SameMaxPool(3, 2)
+        self.pool3 = MaxPool2d(3, 2, "same")
         self.inception4a = Inception(*INCEPTION_WIDTHS["4a"])
         self.inception4b = Inception(*INCEPTION_WIDTHS["4b"])
         self.inception4c = Inception(*INCEPTION_WIDTHS["4c"])
         self.inception4d = Inception(*INCEPTION_WIDTHS["4d"])
         self.inception4e = Inception(*INCEPTION_WIDTHS["4e"])
-        self.pool4 = SameMaxPool(2, 2)
+        self.pool4 = MaxPool2d(2, 2, "same")
         self.inception5a = Inception(*INCEPTION_WIDTHS["5a"])
         self.inception5b = Inception(*INCEPTION_WIDTHS["5b"])
 

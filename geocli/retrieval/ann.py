@@ -32,7 +32,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from geocli.errors import DataError, UsageError
-from geocli.retrieval.search import _import_faiss, topk_search
+from geocli.retrieval.search import import_faiss, topk_search
 
 #: Below this many descriptors the exact search is used by default.
 EXACT_BELOW = 200_000
@@ -50,7 +50,7 @@ _META = "ann.json"
 
 
 def _faiss():
-    faiss = _import_faiss()  # heavy import, only when an IVF index is used; threads wait passively
+    faiss = import_faiss()  # heavy import, only when an IVF index is used; threads wait passively
     if faiss is None:  # pragma: no cover - faiss-cpu is a declared dependency
         raise UsageError("the ivf index needs faiss: pip install faiss-cpu (or use --set retrieve.ann=exact)")
     return faiss

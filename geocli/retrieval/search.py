@@ -126,7 +126,7 @@ def _numpy_search(queries, gallery, k, metric, budget, query_chunk, progress) ->
     return SearchResult(best_scores, best_idx, metric)
 
 
-def _import_faiss():
+def import_faiss():
     """faiss is optional: ``pip install faiss-cpu``; None when absent.
 
     faiss's wheel carries its own OpenMP runtime, which reads ``OMP_WAIT_POLICY`` once, when faiss is
@@ -189,7 +189,7 @@ def topk_search(queries: np.ndarray, gallery, k: int = 100, metric: str = "ip",
     if k < 1 or len(queries) == 0:
         return SearchResult(np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64),
                             metric)
-    faiss = _import_faiss() if backend in ("faiss", "auto") else None
+    faiss = import_faiss() if backend in ("faiss", "auto") else None
     if backend == "faiss" and faiss is None:
         raise UsageError("the faiss search backend needs faiss: pip install faiss-cpu (or use numpy)")
     if faiss is not None:

@@ -210,6 +210,8 @@ class TrainPlan:
     data: BatchSource
     steps: int
     epoch_hooks: List[Callable[[Any, int], None]] = field(default_factory=list)
+    #: run once with the trainer after the last step, before the replica check and ``last.ckpt``
+    finish_hooks: List[Callable[[Any], None]] = field(default_factory=list)
     evaluate: Optional[Callable[[Any], Dict[str, float]]] = None
     eval_every: int = 0
     log_every: int = 20

@@ -345,6 +345,8 @@ class Trainer:
             raise
         finally:
             plan.data.close()
+        for hook in plan.finish_hooks:
+            hook(self)
         if ctx.distributed:
             self.check_replicas()
         if ctx.is_main:

@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from geocli.errors import DataError
 
 #: Per-rank stores of a distributed embedding: ``<store>.parts/rank<r>.h5``.

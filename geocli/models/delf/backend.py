@@ -23,7 +23,6 @@ Training (``train_plan``), as the port's train.py:
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Dict, List
 
 from geocli.errors import CheckpointError, ConfigError, DataError, UsageError

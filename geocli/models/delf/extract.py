@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from geocli.data.images import IMAGE_SUFFIXES
 from geocli.errors import ConfigError, DataError
 
 #: The extraction settings and their defaults (``extract.*`` in the DELF config).
@@ -51,7 +52,6 @@ DEFAULTS: Dict[str, Any] = {
     "max_image_side": 1024,   # larger images are scaled down first (0: never)
 }
 PAD_MODES = ("bucket", "port", "none")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
 def settings(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:

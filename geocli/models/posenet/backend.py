@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from geocli.data.images import image_files
 from geocli.errors import ConfigError, DataError
 from geocli.models.base import Backend
 from geocli.models.posenet import data as pdata
@@ -134,7 +135,7 @@ class PoseNetBackend(Backend):
 
     def retrieve(self, cfg, inputs: Sequence[Path], network, out_dir: Path, ctx, **options):
         """Predict the camera pose of each image (``top_k`` and other retrieval options do not apply)."""
-        files = pdata.image_files(inputs)
+        files = image_files(inputs)
         views = [pdata.test_view(pdata.read_image_file(p), cfg) for p in files]
         batch = cfg["eval"]["batch_size"]
         run = _runner(self, cfg, network, ctx, min(batch, len(views)))

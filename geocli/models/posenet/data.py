@@ -28,7 +28,6 @@ import numpy as np
 
 from geocli.data import mindrecord
 from geocli.data.cambridge_mindrecord import default_out, record_path
-from geocli.data.images import IMAGE_SUFFIXES, image_files  # noqa: F401  (re-exported: pdata.image_files)
 from geocli.errors import ConfigError, DataError, UsageError
 
 

@@ -12,6 +12,7 @@ from geocli.errors import ConfigError, UsageError
 from geocli.models.base import Backend
 from geocli.models.vigor import data as vdata
 from geocli.models.vigor import predict as pred
+from geocli.models.vigor.headfit import fit_offset_head, head_inputs
 from geocli.models.vigor.sampler import TileSampler
 from geocli.runtime.plan import IndexedSource, OptimizerSpec, Schedule, TrainPlan
 
@@ -195,12 +196,19 @@ class VigorBackend(Backend):
         hooks: List[Any] = [ScheduleHook(lr_table(cfg, steps), stage)]
         if t["recipe"] == "two-stage" and t["mining"] and t["tile_exclusive"]:
             hooks.append(MiningHook(sampler, net, split, prep, cfg))
+        finish = []
+        if int(t["head_fit_steps"]) > 0 and with_semi:  # the head is trained only where the offset loss is
+            log = default_logger(ctx.log).info
+
+            def fit_head(trainer) -> None:  # its figures go into the checkpoint's metadata
+                trainer.plan.meta["head_fit"] = fit_offset_head(net, cfg, split, prep, log)
+            finish.append(fit_head)
         default_logger(ctx.log).info(
             f"vigor: {d['setting']} stage {stage}, {len(split)} training panoramas, {split.n_tiles} tiles, "
             f"{per_epoch} iterations per epoch, batch {batch} x {ctx.group_size}")
         meta = {"preprocessing": prep, "stage": stage, "train_panoramas": len(split)}
         return TrainPlan(network=net, forward=forward, loss_names=names, optimizers=[opt], data=source, steps=steps,
-                         epoch_hooks=hooks, log_every=t["log_every"],
+                         epoch_hooks=hooks, finish_hooks=finish, log_every=t["log_every"],
                          checkpoint_every=int(t["checkpoint_every"]) or per_epoch,
                          keep_checkpoints=t["keep_checkpoints"], meta=meta)
 
@@ -255,9 +263,7 @@ class VigorBackend(Backend):
         from geocli.models.vigor.net import OffsetGraph
 
         head = OffsetGraph(net)
-        raw = cfg["model"]["offset_input"] == "raw"
-        s_in = sat * sat_norm[:, None] if raw else sat
-        g_in = grd * grd_norm[:, None] if raw else grd
+        s_in, g_in = head_inputs(cfg, grd, grd_norm, sat, sat_norm)
         b = int(cfg["eval"]["offset_batch"])
         out = []
         for start in range(0, len(grd), b):

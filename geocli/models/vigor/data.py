@@ -20,8 +20,6 @@ import numpy as np
 
 from geocli.data.formats import vigor as fmt
 from geocli.errors import ConfigError, DataError
-# files/folders -> image list, with the one-line error for a missing path (shared with PoseNet's retrieve)
-from geocli.data.images import image_files  # noqa: F401
 
 def prep_options(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """The preprocessing settings (stored in checkpoints and given to the loader)."""

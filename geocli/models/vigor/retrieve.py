@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from geocli.data.formats import vigor as fmt
+from geocli.data.images import image_files
 from geocli.errors import DataError, UsageError
 from geocli.fileio import atomic_write_text
 from geocli.models.vigor import data as vdata
@@ -82,7 +83,7 @@ def query(checkpoint: Path, panoramas: Sequence[Path], index: Path, out: Path, *
     _setup(out, device)
     loaded = api.load_model("vigor", checkpoint, task="retrieve")
     cfg, net = loaded.cfg, loaded.network
-    files = vdata.image_files(panoramas)
+    files = image_files(panoramas)
     prep = vdata.prep_options(cfg)
     with FeatureStore(index, "r") as store:
         root = Path(store.attrs.get("data", "."))
