@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 CASES = [((7, 8), 3, 2, "same"), ((8, 16), 3, 2, "same"), ((9, 5), 3, 1, "same"), (112, 3, 2, "same"), (56, 3, 2, "same"), (28, 3, 1, "same"), (7, 3, 2, "same"), (7, 2, 2, "same"), (7, 3, 1, "same"),
-         (8, 2, 2, "same"), (4, 3, 2, "same"), (2, 3, 1, "same"), (32, 2, 2, "valid"), (15, 3, 2, "valid")]
+         (8, 2, 2, "same"), (4, 3, 2, "same"), (2, 3, 1, "same"), (32, 2, 2, "valid"), (15, 3, 2, "valid"),
+         ((66, 34), 3, 2, "valid"), (15, 1, 2, "valid"), ((8, 9), 1, 2, "valid")]
 
 
 def _grad(cell):

@@ -27,6 +27,8 @@ from __future__ import annotations
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 
+from geocli.nets.pooling import MaxPool2d
+
 #: Bottlenecks per stage of ResNet50.
 RESNET50_BLOCKS = (3, 4, 6, 3)
 EXPANSION = 4
@@ -75,7 +77,7 @@ class PaddedMaxPool(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
+        self.pool = MaxPool2d(3, 2, "valid")  # argmax backward in training (geocli.nets.pooling)
 
     def construct(self, x):
         fill = ops.zeros_like(x[:, :, :1, :]) + self.FILL

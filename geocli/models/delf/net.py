@@ -37,6 +37,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from geocli.nets.pooling import MaxPool2d
 from geocli.nets.resnet_keras import ResNet50Keras, feature_sizes, scaled
 
 MODES = ("tuning", "attn", "test")
@@ -100,7 +101,7 @@ class DelfNet(nn.Cell):
         self.mode = mode
         self.backbone = ResNet50Keras(conv5_stride=1, with_conv5=mode != "test", bn_momentum=bn_momentum, width=width)
         features, descriptor = scaled(FEATURE_DIM, width), scaled(DESCRIPTOR_DIM, width)
-        self.subsample = nn.MaxPool2d(kernel_size=1, stride=2, pad_mode="valid")
+        self.subsample = MaxPool2d(1, 2, "valid")  # a strided pick; argmax backward (geocli.nets.pooling)
         if mode != "test":
             self.global_pool = PortGlobalPool() if global_pool == "port" else MeanGlobalPool()
             self.desc = nn.Dense(descriptor, num_classes, weight_init="XavierUniform", bias_init="zeros")

@@ -23,6 +23,7 @@ import numpy as np
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, TruncatedNormal, initializer
 
+from geocli.nets.pooling import MaxPool2d
 from geocli.nets.vgg import VGG16Features
 
 STRIDE = 32
@@ -87,7 +88,7 @@ class Branch(nn.Cell):
     def __init__(self, hw, batch_norm: bool, width: float, maps: int, layout: str):
         super().__init__()
         self.vgg = VGG16Features(batch_norm=batch_norm, width=width)
-        self.pool = nn.MaxPool2d(2, 2, pad_mode="valid")
+        self.pool = MaxPool2d(2, 2, "valid")  # argmax backward in training (geocli.nets.pooling)
         self.safa = SAFA(positions(hw), maps, layout)
         self.dim = maps * self.vgg.out_channels
 
