@@ -217,7 +217,6 @@ class VigorBackend(Backend):
         import json
 
         from geocli.fileio import atomic_write_text
-        from geocli.models.vigor.net import GroundGraph, SatelliteGraph
 
         data = require_data(data)
         d, e = cfg["data"], cfg["eval"]
@@ -227,10 +226,7 @@ class VigorBackend(Backend):
         prep = vdata.prep_options(cfg)
         bs = int(e["batch_size"])
         net.set_train(False)
-        grd, grd_norm = pred.run_branch(GroundGraph(net), vdata.image_batches(
-            split.root, split.pano_paths, prep["pano_hw"], prep, bs), len(split), progress)
-        sat, sat_norm = pred.run_branch(SatelliteGraph(net), vdata.image_batches(
-            split.root, split.tile_paths, prep["sat_hw"], prep, bs), split.n_tiles, progress)
+        grd, grd_norm, sat, sat_norm = pred.describe_split(net, split, prep, bs, progress)
         recall, top1 = pred.chunked_recall(grd, sat, split.positive, split.semi, e["protocol"], int(e["chunk"]))
         offsets = self.offsets(cfg, net, grd, grd_norm, sat[top1], sat_norm[top1])
         err0 = pred.metre_errors(split, top1, None)

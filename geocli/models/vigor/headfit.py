@@ -54,20 +54,15 @@ def fit_offset_head(net, cfg: Dict[str, Any], split: fmt.VigorSplit, prep: Dict[
     import mindspore as ms
     from mindspore import nn
 
-    from geocli.models.vigor import data as vdata
     from geocli.models.vigor import predict as pred
     from geocli.models.vigor.loss import offset_loss
-    from geocli.models.vigor.net import GroundGraph, OffsetHead, SatelliteGraph
+    from geocli.models.vigor.net import OffsetHead
 
     t, o = cfg["train"], cfg["optim"]
     steps, batch, lr = int(t["head_fit_steps"]), int(t["head_fit_batch_size"]), float(t["head_fit_lr"])
     was_training = net.training
     net.set_train(False)
-    bs = int(cfg["eval"]["batch_size"])
-    grd, grd_norm = pred.run_branch(GroundGraph(net), vdata.image_batches(
-        split.root, split.pano_paths, prep["pano_hw"], prep, bs), len(split))
-    sat, sat_norm = pred.run_branch(SatelliteGraph(net), vdata.image_batches(
-        split.root, split.tile_paths, prep["sat_hw"], prep, bs), split.n_tiles)
+    grd, grd_norm, sat, sat_norm = pred.describe_split(net, split, prep, int(cfg["eval"]["batch_size"]))
     pos = split.positive
     s_in, g_in = head_inputs(cfg, grd, grd_norm, sat[pos], sat_norm[pos])
     x = np.concatenate([s_in, g_in], 1).astype(np.float64)

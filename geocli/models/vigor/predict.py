@@ -47,6 +47,21 @@ def run_branch(cell, batches: Iterable[np.ndarray], n: int,
     return np.concatenate(descs)[:n].astype(np.float32), np.concatenate(norms)[:n].astype(np.float32)
 
 
+def describe_split(net, split: fmt.VigorSplit, prep: Dict[str, Any], batch: int,
+                   progress: Optional[Callable[[int], None]] = None
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every panorama and every tile of a split through the network's two branches (eval mode is the
+    caller's): (ground descriptors, their raw norms, tile descriptors, their raw norms)."""
+    from geocli.models.vigor import data as vdata
+    from geocli.models.vigor.net import GroundGraph, SatelliteGraph
+
+    grd, grd_norm = run_branch(GroundGraph(net), vdata.image_batches(
+        split.root, split.pano_paths, prep["pano_hw"], prep, batch), len(split), progress)
+    sat, sat_norm = run_branch(SatelliteGraph(net), vdata.image_batches(
+        split.root, split.tile_paths, prep["sat_hw"], prep, batch), split.n_tiles, progress)
+    return grd, grd_norm, sat, sat_norm
+
+
 def chunked_recall(grd: np.ndarray, sat: np.ndarray, positive: np.ndarray, semi: np.ndarray,
                    protocol: str = "reference", chunk: int = 1024) -> Tuple[Dict[str, float], np.ndarray]:
     """(recall figures in percent, top-1 tile per query), ``chunk`` queries at a time."""
