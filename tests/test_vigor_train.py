@@ -136,3 +136,35 @@ def test_retrieve_index_then_query(tiny, checkpoint, cli):
         assert Path(r["picture"]).stat().st_size > 1000
         lat, lon = r["tile_centre"]
         assert abs(r["refined"][0] - lat) < 1e-3 and abs(r["refined"][1] - lon) < 1e-3  # within a tile
+
+
+def test_onnxruntime_engine_gives_mindspore_descriptors_and_recall(tiny, checkpoint, cli):
+    """``--engine onnxruntime`` for eval and the retrieve index: the cached ONNX branches give MindSpore's
+    descriptors within the export bound, hence the same ranking."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (pip install -e '.[dev]')")
+    from geocli.retrieval.store import FeatureStore
+
+    stacks = {}
+    for engine in ("mindspore", "onnxruntime"):
+        index = tiny / f"tiles-{engine}.h5"
+        result = cli("retrieve", "vigor", "index", "--checkpoint", checkpoint, "--data", tiny / "data",
+                     "--out", index, "--engine", engine)
+        assert result.exit_code == 0, result.output
+        with FeatureStore(index, "r") as store:
+            stacks[engine] = store.stack_global("global")
+    assert stacks["mindspore"][0] == stacks["onnxruntime"][0]
+    np.testing.assert_allclose(stacks["onnxruntime"][1], stacks["mindspore"][1], atol=1e-4)
+    assert sorted(p.name for p in (Path(checkpoint).parent / "onnx").glob("*.onnx")) == \
+        sorted(p.name for p in (Path(checkpoint).parent / "onnx").glob("vigor-satellite-*.onnx"))
+
+    metrics = {}
+    for engine in ("mindspore", "onnxruntime"):
+        out = tiny / f"eval-{engine}"
+        result = cli("eval", "vigor", "--checkpoint", checkpoint, "--data", tiny / "data", "--out", out,
+                     "--engine", engine)
+        assert result.exit_code == 0, result.output
+        metrics[engine] = json.loads((out / "metrics.json").read_text())["metrics"]
+    for key in ("r@1", "r@5", "r@10", "hit_rate"):
+        assert metrics["onnxruntime"][key] == metrics["mindspore"][key], key
+    assert abs(metrics["onnxruntime"]["median_m"] - metrics["mindspore"]["median_m"]) < 1e-6
+    assert {p.name.split("-")[1] for p in (Path(checkpoint).parent / "onnx").glob("*.onnx")} == {"ground", "satellite"}

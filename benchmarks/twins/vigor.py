@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import Bench, Options, import_torch
+from twins import Bench, Options, Unavailable, import_torch
 
 TITLE = "VIGOR (2 x VGG16 + SAFA + offset head, stage-2 losses, Adam)"
 DEFAULTS = {"batch": 8, "size": 64}
-VARIANTS = ("geoloc", "torch")
+VARIANTS = ("geoloc", "torch", "onnxruntime")
 VGG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 
@@ -36,7 +36,7 @@ def _batches(opts: Options):
 
 
 def build(variant: str, opts: Options) -> Bench:
-    return {"geoloc": _geoloc, "torch": _torch}[variant](opts)
+    return {"geoloc": _geoloc, "torch": _torch, "onnxruntime": _onnxruntime}[variant](opts)
 
 
 def _cfg(opts: Options):
@@ -77,6 +77,25 @@ def _geoloc(opts: Options) -> Bench:
         return ground(batch[0])[0].asnumpy(), satellite(batch[1])[0].asnumpy()
 
     return Bench(train=train, infer=infer, note="infer = ground + satellite batch")
+
+
+def _onnxruntime(opts: Options) -> Bench:
+    """``--engine onnxruntime``: the ground and satellite export graphs, as ``geoloc eval`` runs them."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise Unavailable("onnxruntime is not installed: pip install onnxruntime") from None
+    from geocli import registry
+    from geocli.runtime import engine
+
+    cfg = _cfg(opts)
+    backend = registry.load_backend("vigor")
+    net = backend.build_network(cfg)
+    cache = Path(tempfile.mkdtemp(prefix="twin-vigor-onnx-"))
+    ground, satellite = (engine.runner("onnxruntime", backend, cfg, net, graph=g, batch_size=opts.batch,
+                                       threads=opts.threads, cache_dir=cache) for g in ("ground", "satellite"))
+    grd, sat = _batches(opts)[:2]
+    return Bench(infer=lambda: (ground(grd), satellite(sat)), note="infer = ground + satellite batch")
 
 
 def _torch(opts: Options) -> Bench:

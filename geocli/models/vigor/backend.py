@@ -148,7 +148,7 @@ class MiningHook:
 
 
 class VigorBackend(Backend):
-    engines = ("mindspore",)
+    engines = ("mindspore", "onnxruntime")  # geocli.runtime.engine: eval and the retrieve index/query run on either
 
     # ---- networks -------------------------------------------------------------------------------
     def build_network(self, cfg, *, training=False):
@@ -226,7 +226,9 @@ class VigorBackend(Backend):
         prep = vdata.prep_options(cfg)
         bs = int(e["batch_size"])
         net.set_train(False)
-        grd, grd_norm, sat, sat_norm = pred.describe_split(net, split, prep, bs, progress)
+        engine, checkpoint = getattr(ctx, "engine", "mindspore"), getattr(ctx, "checkpoint", None)
+        fns = tuple(pred.branch(self, cfg, net, g, engine, bs, checkpoint) for g in ("ground", "satellite"))
+        grd, grd_norm, sat, sat_norm = pred.describe_split(net, split, prep, bs, progress, fns)
         recall, top1 = pred.chunked_recall(grd, sat, split.positive, split.semi, e["protocol"], int(e["chunk"]))
         offsets = self.offsets(cfg, net, grd, grd_norm, sat[top1], sat_norm[top1])
         err0 = pred.metre_errors(split, top1, None)

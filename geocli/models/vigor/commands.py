@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from geocli.cli.options import OverwriteOpt
+from geocli.cli.options import EngineOpt, OverwriteOpt
 
 
 def synth_vigor(
@@ -56,6 +56,7 @@ def index_command(
     = "same-area",
     labels: Annotated[str, typer.Option("--labels", help="original or corrected (per-city m/px).")] = "original",
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or ascend.")] = None,
+    engine: EngineOpt = "mindspore",
 ) -> None:
     """Describe every satellite tile of a VIGOR folder into a feature file; re-runs add only new tiles.
 
@@ -64,6 +65,8 @@ def index_command(
       geoloc retrieve vigor index --checkpoint runs/vigor-default-.../checkpoints/last.ckpt --data data/VIGOR
 
       geoloc retrieve vigor index --checkpoint CKPT --data data/VIGOR --setting cross-area --out sf-chicago.h5
+
+      geoloc retrieve vigor index --checkpoint CKPT --data data/VIGOR --engine onnxruntime
     """
     from rich.progress import Progress
 
@@ -76,7 +79,7 @@ def index_command(
     with Progress(console=console(), transient=True) as bar:
         task = bar.add_task("describing tiles", total=None)
         result = build_index(checkpoint, data, out, setting=setting, labels=labels, device=device,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+                             progress=lambda done, total: bar.update(task, completed=done, total=total), engine=engine)
     console().print(f"{result['index']}: {result['tiles']} tiles ({result['added']} added)")
 
 
@@ -92,6 +95,7 @@ def query_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json and the pictures.")]
     = Path("vigor-retrieve"),
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or ascend.")] = None,
+    engine: EngineOpt = "mindspore",
 ) -> None:
     """Top tiles with their GPS centres and the offset head's refined position, plus a picture per panorama.
 
@@ -106,7 +110,7 @@ def query_command(
     from geocli.cli._common import console
     from geocli.models.vigor.retrieve import query
 
-    result = query(checkpoint, panoramas, satellite_index, out, top=top, device=device)
+    result = query(checkpoint, panoramas, satellite_index, out, top=top, device=device, engine=engine)
     table = Table(title="vigor retrieve")
     for col in result["rows"][0]:
         table.add_column(col)

@@ -30,15 +30,25 @@ def _setup(out: Path, device: Optional[str]):
     return context.setup(Path(out), device=device, mode="graph", seed=0, distributed=False)
 
 
-def build_index(checkpoint: Path, data: Path, out: Path, *, setting: str = "same-area", labels: str = "original",
-                device: Optional[str] = None, progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
-    """Describe every tile of ``setting``'s test reference set into ``out`` (an .h5 feature store)."""
+def _load(checkpoint: Path, engine: str):
+    """The checkpoint's network, once the engine is known to be one VIGOR runs on."""
     from geocli import api
-    from geocli.models.vigor.net import SatelliteGraph
+    from geocli.runtime import engine as engines
+
+    loaded = api.load_model("vigor", checkpoint, task="retrieve")
+    engines.require(loaded.backend, engine, "retrieve")
+    return loaded
+
+
+def build_index(checkpoint: Path, data: Path, out: Path, *, setting: str = "same-area", labels: str = "original",
+                device: Optional[str] = None, progress: Optional[Callable[[int, int], None]] = None,
+                engine: str = "mindspore") -> Dict[str, Any]:
+    """Describe every tile of ``setting``'s test reference set into ``out`` (an .h5 feature store), with
+    the satellite branch run on ``engine`` (mindspore or onnxruntime)."""
     from geocli.retrieval.store import FeatureStore
 
     _setup(Path(out).parent, device)
-    loaded = api.load_model("vigor", checkpoint, task="retrieve")
+    loaded = _load(checkpoint, engine)
     split = fmt.load_split(data, setting, "test", labels)
     prep = vdata.prep_options(loaded.cfg)
     attrs = {"model": "vigor", "checkpoint": str(checkpoint), "data": str(Path(data).resolve())}
@@ -53,7 +63,9 @@ def build_index(checkpoint: Path, data: Path, out: Path, *, setting: str = "same
                 progress(min(done[0], len(todo)), len(todo))
 
         if todo:
-            desc, norms = pred.run_branch(SatelliteGraph(loaded.network), vdata.image_batches(
+            satellite = pred.branch(loaded.backend, loaded.cfg, loaded.network, "satellite", engine,
+                                    min(bs, len(todo)), checkpoint)
+            desc, norms = pred.run_branch(satellite, vdata.image_batches(
                 split.root, [split.tile_paths[i] for i in todo], prep["sat_hw"], prep, bs), len(todo), tick)
             city_scale = {c: (fmt.CORRECTED_M_PER_PX[c] if labels == "corrected" else fmt.ORIGINAL_M_PER_PX)
                           for c in fmt.CITIES}
@@ -67,12 +79,12 @@ def build_index(checkpoint: Path, data: Path, out: Path, *, setting: str = "same
 
 
 def query(checkpoint: Path, panoramas: Sequence[Path], index: Path, out: Path, *, top: int = 5,
-          device: Optional[str] = None) -> Dict[str, Any]:
-    """Top-``top`` tiles (with their centres) and the refined position of each panorama."""
+          device: Optional[str] = None, engine: str = "mindspore") -> Dict[str, Any]:
+    """Top-``top`` tiles (with their centres) and the refined position of each panorama; the ground
+    branch runs on ``engine`` (mindspore or onnxruntime), the small offset head in MindSpore."""
     import mindspore as ms
 
-    from geocli import api
-    from geocli.models.vigor.net import GroundGraph, OffsetGraph
+    from geocli.models.vigor.net import OffsetGraph
     from geocli.retrieval.search import topk_search
     from geocli.retrieval.store import FeatureStore
 
@@ -81,7 +93,7 @@ def query(checkpoint: Path, panoramas: Sequence[Path], index: Path, out: Path, *
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _setup(out, device)
-    loaded = api.load_model("vigor", checkpoint, task="retrieve")
+    loaded = _load(checkpoint, engine)
     cfg, net = loaded.cfg, loaded.network
     files = image_files(panoramas)
     prep = vdata.prep_options(cfg)
@@ -95,8 +107,10 @@ def query(checkpoint: Path, panoramas: Sequence[Path], index: Path, out: Path, *
     norms = np.array([float(e["norm"]) for e in extra], np.float32)
     latlon = np.stack([e["latlon"] for e in extra])
     scale = np.array([float(e["m_per_px"]) for e in extra])
-    grd, grd_norm = pred.run_branch(GroundGraph(net), (vdata.read_image(p, prep["pano_hw"], prep)[None]
-                                                       for p in files), len(files))
+    bs = min(int(cfg["eval"]["batch_size"]), len(files))
+    ground = pred.branch(loaded.backend, cfg, net, "ground", engine, bs, checkpoint)
+    grd, grd_norm = pred.run_branch(ground, vdata.image_batches(Path("."), [str(p) for p in files], prep["pano_hw"], prep,
+                                                                bs), len(files))
     found = topk_search(grd, gallery, k=min(top, len(names)))
     best = found.indices[:, 0]
     raw = cfg["model"]["offset_input"] == "raw"
