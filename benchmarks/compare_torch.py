@@ -1,12 +1,22 @@
 """geoloc's networks against the same networks in PyTorch (and plain MindSpore), side by side.
 
-Every timed variant runs in THIS process, one after the other and interleaved round by round, with the
-same batch, image size and thread count, so machine load hits all of them alike; the table reports the
-median images/s of the rounds and the ratio of geoloc to each twin (> 1: geoloc is faster).
+Every variant runs in its own worker process (built and warmed up once), and the script times them one
+after the other, interleaved round by round, with the same batch, image size and thread count, so
+machine load hits all of them alike; the table reports the median images/s of the rounds and the ratio
+of geoloc to each twin (> 1: geoloc is faster).
+
+Why one process per variant: a framework's speed depends on the state of the process it runs in. Most
+of all on glibc's allocator: by default it hands large freed blocks back to the kernel, so an eager
+framework (PyTorch) page-faults its activations in again at every step, and how often it does depends on
+what ran before in the same process (measured: the PyTorch SDNet twin trained at 53-63 images/s in a
+fresh process and at 96 after the PoseNet twins had run in it). ``--malloc keep`` starts the workers
+with glibc tunables that keep freed memory in the process (what jemalloc/tcmalloc users get); ``--malloc
+default keep`` times both.
 
     python benchmarks/compare_torch.py                       # every model with a twin module
     python benchmarks/compare_torch.py posenet --batch 16 --size 224 --rounds 5
     python benchmarks/compare_torch.py posenet --only infer  # inference only
+    python benchmarks/compare_torch.py sdnet --malloc default keep
 
 PyTorch is an optional extra: ``pip install -e '.[bench]'``. Without it the PyTorch rows are skipped
 with that message; the MindSpore and onnxruntime rows still run.
@@ -32,8 +42,9 @@ clipping of the geoloc network, written as a user of that framework would write 
 ``twins.Unavailable("reason")`` when a variant cannot run here (a missing package); the table then prints
 the reason in place of the figures.
 
-Threads: MindSpore's CPU thread count is set once for the process (``--threads``, default all cores);
+Threads: MindSpore's CPU thread count is set once per worker (``--threads``, default all cores);
 PyTorch gets ``torch.set_num_threads`` and onnxruntime ``intra_op_num_threads`` with the same value.
+The PyTorch worker never imports MindSpore.
 """
 
 from __future__ import annotations
@@ -53,18 +64,23 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from twins import Bench, Options, Unavailable  # noqa: E402  (the interface every twin module uses)
+from twins import Options, Unavailable  # noqa: E402  (the interface every twin module uses)
 
 ORDER = ("geoloc", "mindspore", "torch", "onnxruntime")
 LABELS = {"geoloc": "geoloc (MindSpore)", "mindspore": "plain MindSpore twin", "torch": "PyTorch twin",
           "onnxruntime": "geoloc --engine onnxruntime"}
+#: glibc tunables per --malloc mode: "keep" stops glibc from unmapping and trimming freed memory.
+MALLOC = {"default": None,
+          "keep": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"}
 
 
 @dataclass
 class Row:
     variant: str
-    bench: Optional[Bench]
+    malloc: str
+    worker: Optional["Worker"]
     reason: str = ""
+    note: str = ""
     times: Dict[str, List[float]] = field(default_factory=lambda: {"train": [], "infer": []})
 
 
@@ -81,34 +97,119 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def run_model(name: str, args) -> None:
+def _serve(conn, name: str, variant: str, opts: Options, parts) -> None:
+    """Worker process: build one variant, compile and warm it up, then time calls on request."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    try:
+        module = importlib.import_module(f"twins.{name}")
+        if variant != "torch":  # the PyTorch worker never loads MindSpore
+            import tempfile
+
+            from geocli.runtime import context
+
+            context.setup(Path(tempfile.mkdtemp(prefix="compare-torch-")), mode="graph", seed=0,
+                          threads=opts.threads, distributed=False)
+        bench = module.build(variant, opts)
+        for part in parts:  # compile and warm up outside the timed rounds
+            fn = getattr(bench, part)
+            if fn is not None:
+                fn()
+                fn()
+    except Unavailable as exc:
+        conn.send(("unavailable", str(exc)))
+        return
+    except Exception as exc:  # reported in the table; the script then exits non-zero
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", bench.note))
+    while True:
+        request = conn.recv()
+        if request is None:
+            return
+        part, repeats = request
+        fn = getattr(bench, part)
+        conn.send(None if fn is None else _time(fn, repeats))
+
+
+class Worker:
+    """One variant in its own process (see the module docstring for why)."""
+
+    def __init__(self, name: str, variant: str, opts: Options, parts, malloc: str):
+        import multiprocessing as mp
+
+        spawn = mp.get_context("spawn")
+        self.conn, child = spawn.Pipe()
+        saved = os.environ.get("GLIBC_TUNABLES")
+        if MALLOC[malloc]:  # read by glibc when the worker starts: set it only around the start
+            os.environ["GLIBC_TUNABLES"] = MALLOC[malloc]
+        try:
+            self.proc = spawn.Process(target=_serve, args=(child, name, variant, opts, tuple(parts)), daemon=True)
+            self.proc.start()
+        finally:
+            if saved is None:
+                os.environ.pop("GLIBC_TUNABLES", None)
+            else:
+                os.environ["GLIBC_TUNABLES"] = saved
+        child.close()
+
+    def hello(self):
+        """("ready", note) | ("unavailable", reason) | ("failed", reason), once the worker is warmed up."""
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.proc.join()
+            return "failed", f"worker exited with code {self.proc.exitcode}"
+
+    def time(self, part: str, repeats: int) -> Optional[float]:
+        self.conn.send((part, repeats))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def run_model(name: str, args) -> bool:
+    """Time one model's variants; False when a variant failed to build or run."""
     module = importlib.import_module(f"twins.{name}")
     defaults = getattr(module, "DEFAULTS", {})
     opts = Options(batch=args.batch or defaults.get("batch", 16), size=args.size or defaults.get("size", 224),
                    threads=args.threads, seed=0)
     parts = ("train", "infer") if args.only == "both" else (args.only,)
     rows: List[Row] = []
-    for variant in ORDER:
-        if variant not in module.VARIANTS or (args.variants and variant not in args.variants):
-            continue
-        try:
-            bench = module.build(variant, opts)
-        except Unavailable as exc:
-            rows.append(Row(variant, None, str(exc)))
-            continue
-        for part in parts:  # compile and warm up outside the timed rounds
-            fn = getattr(bench, part)
-            if fn is not None:
-                fn()
-                fn()
-        rows.append(Row(variant, bench))
-    for _ in range(args.rounds):  # interleaved: every variant once per round
-        for part in parts:
-            for row in rows:
-                fn = getattr(row.bench, part) if row.bench else None
-                if fn is not None:
-                    row.times[part].append(_time(fn, args.repeats))
+    ok = True
+    try:
+        for malloc in args.malloc:
+            for variant in ORDER:
+                if variant not in module.VARIANTS or (args.variants and variant not in args.variants):
+                    continue
+                worker = Worker(name, variant, opts, parts, malloc)
+                status, detail = worker.hello()
+                if status != "ready":
+                    worker.close()
+                    ok = ok and status != "failed"
+                    rows.append(Row(variant, malloc, None, detail if status == "unavailable" else f"FAILED: {detail}"))
+                    continue
+                rows.append(Row(variant, malloc, worker, note=detail))
+        for _ in range(args.rounds):  # interleaved: every variant once per round
+            for part in parts:
+                for row in rows:
+                    if row.worker is not None:
+                        seconds = row.worker.time(part, args.repeats)
+                        if seconds is not None:
+                            row.times[part].append(seconds)
+    finally:
+        for row in rows:
+            if row.worker is not None:
+                row.worker.close()
     _report(module.TITLE, opts, parts, rows, args)
+    return ok
 
 
 def _rate(row: Row, part: str, batch: int) -> Optional[float]:
@@ -121,29 +222,33 @@ def _report(title: str, opts: Options, parts, rows: List[Row], args) -> None:
     print(f"\n{title}: batch {opts.batch}, {opts.size}x{opts.size}, {opts.threads} threads, "
           f"median of {args.rounds} interleaved rounds x {args.repeats} calls "
           f"(load average {load:.1f} on {os.cpu_count()} cores)")
-    base = next((r for r in rows if r.variant == "geoloc" and r.bench), None)
     header = f"  {'':30s}" + "".join(f"{p + ' img/s':>13s}{'geoloc/x':>10s}" for p in parts)
-    print(header)
-    for row in rows:
-        line = f"  {LABELS[row.variant]:30s}"
-        if row.bench is None:
-            print(line + f"  skipped: {row.reason}")
-            continue
-        for part in parts:
-            rate = _rate(row, part, opts.batch)
-            ref = _rate(base, part, opts.batch) if base else None
-            if rate is None:
-                line += f"{'-':>13s}{'':>10s}"
-            else:
-                ratio = "" if row is base or ref is None else f"{ref / rate:.2f}x"
-                line += f"{rate:13.1f}{ratio:>10s}"
-        if row.bench.note:
-            line += f"  ({row.bench.note})"
-        print(line)
-    onnx = next((r for r in rows if r.variant == "onnxruntime" and r.bench), None)
-    torch_row = next((r for r in rows if r.variant == "torch" and r.bench), None)
-    if onnx and torch_row and "infer" in parts:
-        print(f"  onnxruntime / PyTorch inference: {_rate(onnx, 'infer', opts.batch) / _rate(torch_row, 'infer', opts.batch):.2f}x")
+    for malloc in args.malloc:
+        group = [r for r in rows if r.malloc == malloc]
+        print(f"  malloc: {malloc}" + (f" (GLIBC_TUNABLES={MALLOC[malloc]})" if MALLOC[malloc] else " (glibc's)"))
+        print(header)
+        base = next((r for r in group if r.variant == "geoloc" and r.worker), None)
+        for row in group:
+            line = f"  {LABELS[row.variant]:30s}"
+            if row.worker is None:
+                print(line + f"  skipped: {row.reason}")
+                continue
+            for part in parts:
+                rate = _rate(row, part, opts.batch)
+                ref = _rate(base, part, opts.batch) if base else None
+                if rate is None:
+                    line += f"{'-':>13s}{'':>10s}"
+                else:
+                    ratio = "" if row is base or ref is None else f"{ref / rate:.2f}x"
+                    line += f"{rate:13.1f}{ratio:>10s}"
+            if row.note:
+                line += f"  ({row.note})"
+            print(line)
+        onnx = next((r for r in group if r.variant == "onnxruntime" and r.worker), None)
+        torch_row = next((r for r in group if r.variant == "torch" and r.worker), None)
+        if onnx and torch_row and "infer" in parts:
+            ratio = _rate(onnx, "infer", opts.batch) / _rate(torch_row, "infer", opts.batch)
+            print(f"  onnxruntime / PyTorch inference: {ratio:.2f}x")
 
 
 def main(argv=None) -> None:
@@ -156,19 +261,18 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="calls per variant and round")
     parser.add_argument("--only", choices=("both", "train", "infer"), default="both")
     parser.add_argument("--variants", nargs="*", choices=ORDER, default=None, help="subset of variants")
+    parser.add_argument("--malloc", nargs="+", choices=tuple(MALLOC), default=["default"],
+                        help="glibc allocator policy of the workers: default, keep (freed memory stays in the "
+                             "process), or both")
     args = parser.parse_args(argv)
 
-    import tempfile
-
-    from geocli.runtime import context
-
-    context.setup(Path(tempfile.mkdtemp(prefix="compare-torch-")), mode="graph", seed=0, threads=args.threads,
-                  distributed=False)
     available = twin_modules()
     for name in args.models or available:
         if name not in available:
             parser.error(f"no twin module benchmarks/twins/{name}.py (have: {', '.join(available)})")
-        run_model(name, args)
+    failed = [name for name in args.models or available if not run_model(name, args)]
+    if failed:
+        sys.exit(f"a variant failed to build or run: {', '.join(failed)} (see the table)")
 
 
 if __name__ == "__main__":

@@ -62,9 +62,10 @@ def fit_offset_head(net, cfg: Dict[str, Any], split: fmt.VigorSplit, prep: Dict[
     steps, batch, lr = int(t["head_fit_steps"]), int(t["head_fit_batch_size"]), float(t["head_fit_lr"])
     was_training = net.training
     net.set_train(False)
-    grd, grd_norm, sat, sat_norm = pred.describe_split(net, split, prep, int(cfg["eval"]["batch_size"]))
     pos = split.positive
-    s_in, g_in = head_inputs(cfg, grd, grd_norm, sat[pos], sat_norm[pos])
+    used, row = np.unique(pos, return_inverse=True)  # only the positive tiles: a split may hold many more
+    grd, grd_norm, sat, sat_norm = pred.describe_split(net, split, prep, int(cfg["eval"]["batch_size"]), tiles=used)
+    s_in, g_in = head_inputs(cfg, grd, grd_norm, sat[row], sat_norm[row])
     x = np.concatenate([s_in, g_in], 1).astype(np.float64)
     mu, sd = standardise(x)
     xs = ((x - mu) / sd).astype(np.float32)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -59,19 +59,22 @@ def branch(backend, cfg: Dict[str, Any], net, graph: str, engine: str = "mindspo
 
 def describe_split(net, split: fmt.VigorSplit, prep: Dict[str, Any], batch: int,
                    progress: Optional[Callable[[int], None]] = None,
-                   branch_fns: Optional[Tuple[Callable, Callable]] = None
+                   branch_fns: Optional[Tuple[Callable, Callable]] = None,
+                   tiles: Optional[Sequence[int]] = None
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every panorama and every tile of a split through the network's two branches (eval mode is the
-    caller's): (ground descriptors, their raw norms, tile descriptors, their raw norms). ``branch_fns``
-    (from :func:`branch`) replaces the network's own branch cells, e.g. to run them in onnxruntime."""
+    """Every panorama and every tile of a split (or the tiles numbered ``tiles``, in that order) through
+    the network's two branches (eval mode is the caller's): (ground descriptors, their raw norms, tile
+    descriptors, their raw norms). ``branch_fns`` (from :func:`branch`) replaces the network's own
+    branch cells, e.g. to run them in onnxruntime."""
     from geocli.models.vigor import data as vdata
     from geocli.models.vigor.net import GroundGraph, SatelliteGraph
 
     ground, satellite = branch_fns or (GroundGraph(net), SatelliteGraph(net))
+    tile_paths = split.tile_paths if tiles is None else [split.tile_paths[i] for i in tiles]
     grd, grd_norm = run_branch(ground, vdata.image_batches(
         split.root, split.pano_paths, prep["pano_hw"], prep, batch), len(split), progress)
     sat, sat_norm = run_branch(satellite, vdata.image_batches(
-        split.root, split.tile_paths, prep["sat_hw"], prep, batch), split.n_tiles, progress)
+        split.root, tile_paths, prep["sat_hw"], prep, batch), len(tile_paths), progress)
     return grd, grd_norm, sat, sat_norm
 
 
