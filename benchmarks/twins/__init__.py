@@ -61,8 +61,9 @@ def geoloc_train(network, forward, loss_names, optimizers, batch, prefix: str = 
     return train
 
 
-def geoloc_infer(engine: str, backend, cfg, network, batch, opts: Options, graph: str = ""):
-    """One inference batch through ``geocli.runtime.engine.runner`` (what eval/retrieve run)."""
+def engine_runner(engine: str, backend, cfg, network, opts: Options, graph: str = ""):
+    """``geocli.runtime.engine.runner`` as eval/retrieve call it, with ONNX files in a fresh temporary
+    cache; :class:`Unavailable` when onnxruntime is asked for and not installed."""
     import tempfile
     from pathlib import Path
 
@@ -73,8 +74,13 @@ def geoloc_infer(engine: str, backend, cfg, network, batch, opts: Options, graph
             import onnxruntime  # noqa: F401
         except ImportError:
             raise Unavailable("onnxruntime is not installed: pip install onnxruntime") from None
-    run = engines.runner(engine, backend, cfg, network, graph=graph, batch_size=opts.batch, threads=opts.threads,
-                         cache_dir=Path(tempfile.mkdtemp(prefix="twin-onnx-")))
+    return engines.runner(engine, backend, cfg, network, graph=graph, batch_size=opts.batch, threads=opts.threads,
+                          cache_dir=Path(tempfile.mkdtemp(prefix="twin-onnx-")))
+
+
+def geoloc_infer(engine: str, backend, cfg, network, batch, opts: Options, graph: str = ""):
+    """One inference batch through ``geocli.runtime.engine.runner`` (what eval/retrieve run)."""
+    run = engine_runner(engine, backend, cfg, network, opts, graph)
 
     def infer():
         return run(*batch)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import Bench, Options, Unavailable, import_torch
+from twins import Bench, Options, Unavailable, geoloc_infer, import_torch
 
 TITLE = "Centroids-ReID (ResNet50 last stride 1, BNNeck, CE + triplet + centre + centroid triplet)"
 DEFAULTS = {"batch": 16, "size": 256}
@@ -83,19 +83,12 @@ def _geoloc(opts: Options) -> Bench:
 
 
 def _onnxruntime(opts: Options) -> Bench:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise Unavailable("onnxruntime is not installed: pip install onnxruntime") from None
     from geocli import registry
-    from geocli.runtime import engine
 
     cfg = _cfg(opts)
     backend = registry.load_backend("creid")
     images, _ = _batches(opts)
-    run = engine.runner("onnxruntime", backend, cfg, backend.build_network(cfg), batch_size=opts.batch,
-                        threads=opts.threads, cache_dir=Path(tempfile.mkdtemp(prefix="twin-creid-onnx-")))
-    return Bench(infer=lambda: run(images))
+    return Bench(infer=geoloc_infer("onnxruntime", backend, cfg, backend.build_network(cfg), (images,), opts))
 
 
 # ---- PyTorch, as a user of that framework writes it -----------------------------------------------------

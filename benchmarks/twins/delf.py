@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import Bench, Options, Unavailable, import_torch
+from twins import Bench, Options, Unavailable, geoloc_infer, import_torch
 
 TITLE = "DELF (ResNet50 Keras-style; tuning step, SGD + global clip; extraction network)"
 DEFAULTS = {"batch": 8, "size": 321}
@@ -75,25 +75,17 @@ def _geoloc(opts: Options) -> Bench:
 
 
 def _onnxruntime(opts: Options) -> Bench:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise Unavailable("onnxruntime is not installed: pip install onnxruntime") from None
     from geocli import config, registry
-    from geocli.runtime import engine
 
     cfg = config.load_preset("delf", "default")
     backend = registry.load_backend("delf")
     images, _ = _batches(opts)
     try:
-        run = engine.runner("onnxruntime", backend, cfg, backend.build_network(cfg), batch_size=opts.batch,
-                            threads=opts.threads, cache_dir=Path(tempfile.mkdtemp(prefix="twin-delf-onnx-")))
+        infer = geoloc_infer("onnxruntime", backend, cfg, backend.build_network(cfg), (images,), opts)
+    except Unavailable:
+        raise
     except Exception as exc:  # the DELF backend may not declare an ONNX engine
         raise Unavailable(f"geoloc's DELF has no onnxruntime engine here ({str(exc).splitlines()[0]})") from None
-
-    def infer():
-        return run(images)
-
     return Bench(infer=infer)
 
 

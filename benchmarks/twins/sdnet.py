@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import Bench, Options, Unavailable, import_torch
+from twins import Bench, Options, geoloc_infer, import_torch
 
 TITLE = "SDNet (optical/SAR HardNet descriptors + Lower/decoder self-distillation)"
 DEFAULTS = {"batch": 64, "size": 64}
@@ -72,20 +72,13 @@ _geoloc = geoloc_bench
 
 def _onnxruntime(opts: Options) -> Bench:
     """``--engine onnxruntime``: the optical branch's export graph, the same inference as geoloc's."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise Unavailable("onnxruntime is not installed: pip install onnxruntime") from None
     from geocli import config, registry
-    from geocli.runtime import engine
 
     cfg = config.load_preset("sdnet", "default")
     backend = registry.load_backend("sdnet")
-    run = engine.runner("onnxruntime", backend, cfg, backend.build_network(cfg), graph="optical",
-                        batch_size=opts.batch, threads=opts.threads,
-                        cache_dir=Path(tempfile.mkdtemp(prefix="twin-sdnet-onnx-")))
     patches = _batch(opts)[0]
-    return Bench(infer=lambda: run(patches))
+    return Bench(infer=geoloc_infer("onnxruntime", backend, cfg, backend.build_network(cfg), (patches,), opts,
+                                    graph="optical"))
 
 
 def _torch(opts: Options) -> Bench:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import Bench, Options, Unavailable, import_torch
+from twins import Bench, Options, engine_runner, import_torch
 
 TITLE = "VIGOR (2 x VGG16 + SAFA + offset head, stage-2 losses, Adam)"
 DEFAULTS = {"batch": 8, "size": 64}
@@ -81,19 +81,12 @@ def _geoloc(opts: Options) -> Bench:
 
 def _onnxruntime(opts: Options) -> Bench:
     """``--engine onnxruntime``: the ground and satellite export graphs, as ``geoloc eval`` runs them."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise Unavailable("onnxruntime is not installed: pip install onnxruntime") from None
     from geocli import registry
-    from geocli.runtime import engine
 
     cfg = _cfg(opts)
     backend = registry.load_backend("vigor")
     net = backend.build_network(cfg)
-    cache = Path(tempfile.mkdtemp(prefix="twin-vigor-onnx-"))
-    ground, satellite = (engine.runner("onnxruntime", backend, cfg, net, graph=g, batch_size=opts.batch,
-                                       threads=opts.threads, cache_dir=cache) for g in ("ground", "satellite"))
+    ground, satellite = (engine_runner("onnxruntime", backend, cfg, net, opts, graph=g) for g in ("ground", "satellite"))
     grd, sat = _batches(opts)[:2]
     return Bench(infer=lambda: (ground(grd), satellite(sat)), note="infer = ground + satellite batch")
 
