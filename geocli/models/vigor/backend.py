@@ -217,6 +217,7 @@ class VigorBackend(Backend):
         import json
 
         from geocli.fileio import atomic_write_text
+        from geocli.runtime import engine as engines
 
         data = require_data(data)
         d, e = cfg["data"], cfg["eval"]
@@ -226,8 +227,9 @@ class VigorBackend(Backend):
         prep = vdata.prep_options(cfg)
         bs = int(e["batch_size"])
         net.set_train(False)
-        engine, checkpoint = getattr(ctx, "engine", "mindspore"), getattr(ctx, "checkpoint", None)
-        fns = tuple(pred.branch(self, cfg, net, g, engine, bs, checkpoint) for g in ("ground", "satellite"))
+        engine, checkpoint = getattr(ctx, "engine", engines.DEFAULT), getattr(ctx, "checkpoint", None)
+        fns = tuple(engines.runner(engine, self, cfg, net, graph=g, batch_size=bs, checkpoint=checkpoint)
+                    for g in ("ground", "satellite"))
         grd, grd_norm, sat, sat_norm = pred.describe_split(net, split, prep, bs, progress, fns)
         recall, top1 = pred.chunked_recall(grd, sat, split.positive, split.semi, e["protocol"], int(e["chunk"]))
         offsets = self.offsets(cfg, net, grd, grd_norm, sat[top1], sat_norm[top1])

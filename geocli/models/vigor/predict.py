@@ -47,16 +47,6 @@ def run_branch(cell, batches: Iterable[np.ndarray], n: int,
     return np.concatenate(descs)[:n].astype(np.float32), np.concatenate(norms)[:n].astype(np.float32)
 
 
-def branch(backend, cfg: Dict[str, Any], net, graph: str, engine: str = "mindspore", batch: int = 1,
-           checkpoint: Optional[Path] = None) -> Callable:
-    """The ``ground`` or ``satellite`` branch as a function over NumPy batches on ``engine``
-    (:func:`geocli.runtime.engine.runner`: MindSpore runs ``net`` itself, onnxruntime the cached ONNX
-    export of that graph, with a fixed batch of ``batch``)."""
-    from geocli.runtime import engine as engines
-
-    return engines.runner(engine, backend, cfg, net, graph=graph, batch_size=batch, checkpoint=checkpoint)
-
-
 def describe_split(net, split: fmt.VigorSplit, prep: Dict[str, Any], batch: int,
                    progress: Optional[Callable[[int], None]] = None,
                    branch_fns: Optional[Tuple[Callable, Callable]] = None,
@@ -64,8 +54,9 @@ def describe_split(net, split: fmt.VigorSplit, prep: Dict[str, Any], batch: int,
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every panorama and every tile of a split (or the tiles numbered ``tiles``, in that order) through
     the network's two branches (eval mode is the caller's): (ground descriptors, their raw norms, tile
-    descriptors, their raw norms). ``branch_fns`` (from :func:`branch`) replaces the network's own
-    branch cells, e.g. to run them in onnxruntime."""
+    descriptors, their raw norms). ``branch_fns`` replaces the network's own
+    branch cells, e.g. runners of the ``ground`` and ``satellite`` export graphs in onnxruntime
+    (:func:`geocli.runtime.engine.runner`)."""
     from geocli.models.vigor import data as vdata
     from geocli.models.vigor.net import GroundGraph, SatelliteGraph
 

@@ -31,13 +31,20 @@ def _setup(out: Path, device: Optional[str]):
 
 
 def _load(checkpoint: Path, engine: str):
-    """The checkpoint's network, once the engine is known to be one VIGOR runs on."""
-    from geocli import api
+    """The checkpoint's network; an engine VIGOR does not run on is refused before it is loaded."""
+    from geocli import api, registry
     from geocli.runtime import engine as engines
 
-    loaded = api.load_model("vigor", checkpoint, task="retrieve")
-    engines.require(loaded.backend, engine, "retrieve")
-    return loaded
+    engines.require(registry.load_backend("vigor"), engine, "retrieve")
+    return api.load_model("vigor", checkpoint, task="retrieve")
+
+
+def _branch(loaded, graph: str, engine: str, batch: int, checkpoint: Path):
+    """The ``ground`` or ``satellite`` branch on ``engine`` (:func:`geocli.runtime.engine.runner`)."""
+    from geocli.runtime import engine as engines
+
+    return engines.runner(engine, loaded.backend, loaded.cfg, loaded.network, graph=graph, batch_size=batch,
+                          checkpoint=checkpoint)
 
 
 def build_index(checkpoint: Path, data: Path, out: Path, *, setting: str = "same-area", labels: str = "original",
@@ -63,8 +70,7 @@ def build_index(checkpoint: Path, data: Path, out: Path, *, setting: str = "same
                 progress(min(done[0], len(todo)), len(todo))
 
         if todo:
-            satellite = pred.branch(loaded.backend, loaded.cfg, loaded.network, "satellite", engine,
-                                    min(bs, len(todo)), checkpoint)
+            satellite = _branch(loaded, "satellite", engine, min(bs, len(todo)), checkpoint)
             desc, norms = pred.run_branch(satellite, vdata.image_batches(
                 split.root, [split.tile_paths[i] for i in todo], prep["sat_hw"], prep, bs), len(todo), tick)
             city_scale = {c: (fmt.CORRECTED_M_PER_PX[c] if labels == "corrected" else fmt.ORIGINAL_M_PER_PX)
@@ -108,7 +114,7 @@ def query(checkpoint: Path, panoramas: Sequence[Path], index: Path, out: Path, *
     latlon = np.stack([e["latlon"] for e in extra])
     scale = np.array([float(e["m_per_px"]) for e in extra])
     bs = min(int(cfg["eval"]["batch_size"]), len(files))
-    ground = pred.branch(loaded.backend, cfg, net, "ground", engine, bs, checkpoint)
+    ground = _branch(loaded, "ground", engine, bs, checkpoint)
     grd, grd_norm = pred.run_branch(ground, vdata.image_batches(Path("."), [str(p) for p in files], prep["pano_hw"], prep,
                                                                 bs), len(files))
     found = topk_search(grd, gallery, k=min(top, len(names)))
