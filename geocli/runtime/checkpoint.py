@@ -80,11 +80,14 @@ def split_optimizer_state(params: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[
 
 def load_into(network, params: Dict[str, Any], source: Path, strict: bool = True) -> List[str]:
     """Copy ``params`` into ``network``; with ``strict`` every network parameter must be present and
-    shaped alike. Returns the names of checkpoint entries that were not used."""
+    shaped alike, except dropout draw counters (absent from older checkpoints and converted weights:
+    they stay at 0). Returns the names of checkpoint entries that were not used."""
     import mindspore as ms
 
+    from geocli.nets.dropout import is_draw_counter
+
     own = {p.name: p for p in network.get_parameters()}
-    missing = [n for n in own if n not in params]
+    missing = [n for n in own if n not in params and not is_draw_counter(n)]
     if strict and missing:
         more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
         raise CheckpointError(f"{source}: missing parameters {', '.join(missing[:3])}{more}; "
@@ -94,6 +97,7 @@ def load_into(network, params: Dict[str, Any], source: Path, strict: bool = True
             raise CheckpointError(f"{source}: parameter {name} has shape {tuple(params[name].shape)}, "
                                   f"the network expects {tuple(p.shape)}")
     not_loaded, _ = ms.load_param_into_net(network, {k: v for k, v in params.items() if k in own}, strict_load=False)
+    not_loaded = [n for n in not_loaded if n in params]
     if strict and not_loaded:
         raise CheckpointError(f"{source}: could not load {', '.join(not_loaded[:3])}")
     return [n for n in params if n not in own]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from geocli.nets.dropout import Dropout, is_draw_counter
 from geocli.nets.googlenet import ConvBN, GoogLeNetBN
 
 HEAD_MODES = ("port", "global")
@@ -55,11 +56,11 @@ class PoseNet(nn.Cell):
         self.aux_xyz_hidden = nn.Dense(1024, 512)
         self.aux_xyz = nn.Dense(512, 3)
         self.aux_wpqr = nn.Dense(1024, 4)
-        self.aux_drop = nn.Dropout(p=aux_dropout)
+        self.aux_drop = Dropout(aux_dropout, stream=1)  # reproducible: geocli.nets.dropout
         self.main_fc = nn.Dense(1024, 2048)
         self.main_xyz = nn.Dense(2048, 3)
         self.main_wpqr = nn.Dense(2048, 4)
-        self.main_drop = nn.Dropout(p=main_dropout)
+        self.main_drop = Dropout(main_dropout, stream=2)
         self.relu = nn.ReLU()
         self.flatten = nn.Flatten()
         if xyz_norm:
@@ -98,5 +99,7 @@ class PoseNet(nn.Cell):
 
 
 def count_parameters(network, trainable_only: bool = True) -> int:
+    """Weights (and with ``trainable_only=False`` BatchNorm statistics too); dropout draw counters are
+    random-number state, not part of the architecture, and are not counted."""
     params = network.trainable_params() if trainable_only else network.get_parameters()
-    return int(sum(int(np.prod(p.shape)) for p in params))
+    return int(sum(int(np.prod(p.shape)) for p in params if not is_draw_counter(p.name)))

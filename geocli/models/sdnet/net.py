@@ -15,6 +15,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from geocli.nets.dropout import Dropout
+
 #: Side of the square patches the network reads.
 PATCH = 64
 #: Descriptor length.
@@ -47,15 +49,17 @@ def stem():
     return nn.SequentialCell([_conv(1, 32), _bn(32), nn.ReLU(), _conv(32, 32, stride=2), _bn(32)])
 
 
-def trunk(dropout: float):
-    """The shared HardNet mapping from the pre-ReLU stem output to a 128x1x1 map."""
+def trunk(dropout: float, seed: int):
+    """The shared HardNet mapping from the pre-ReLU stem output to a 128x1x1 map. Its dropout is
+    :class:`geocli.nets.dropout.Dropout` (reproducible in ``seed``), not ``nn.Dropout``, whose masks
+    MindSpore's CPU backend does not reproduce."""
     return nn.SequentialCell([
         nn.ReLU(),
         _conv(32, 64, stride=2), _bn(64), nn.ReLU(),
         _conv(64, 64), _bn(64), nn.ReLU(),
         _conv(64, 128, stride=2), _bn(128), nn.ReLU(),
         _conv(128, 128), _bn(128), nn.ReLU(),
-        nn.Dropout(p=dropout),
+        Dropout(dropout, seed=seed, stream=1),
         _conv(128, DIM, k=8, pad=0), _bn(DIM),
     ])
 
@@ -103,7 +107,7 @@ class SDNet(nn.Cell):
         super().__init__()
         self.features_opt = stem()
         self.features_sar = stem()
-        self.embedding = trunk(dropout)
+        self.embedding = trunk(dropout, seed)
         self.lower_opt = Lower()
         self.lower_sar = Lower()
         self.decoder = Decoder()

@@ -22,24 +22,30 @@ def make_data(cfg: Dict[str, Any], split: str):
     return (x[:cut], y[:cut]) if split == "train" else (x[cut:], y[cut:])
 
 
-def build(dim: int):
+def build(dim: int, dropout: float = 0.0):
     from mindspore import nn
+
+    from geocli.nets.dropout import Dropout
 
     class ToyNet(nn.Cell):
         def __init__(self):
             super().__init__()
             self.body = nn.Dense(dim, 16, activation="tanh")
+            self.drop = Dropout(dropout) if dropout else None  # model.dropout: the reproducibility tests
             self.head = nn.Dense(16, 1)
 
         def construct(self, x):
-            return self.head(self.body(x))
+            x = self.body(x)
+            if self.drop is not None:
+                x = self.drop(x)
+            return self.head(x)
 
     return ToyNet()
 
 
 class ToyBackend(Backend):
     def build_network(self, cfg, *, training=False):
-        net = build(cfg["data"]["dim"])
+        net = build(cfg["data"]["dim"], float(cfg.get("model", {}).get("dropout", 0.0)))
         net.set_train(training)
         return net
 
