@@ -21,8 +21,7 @@ def expected_mask(cell, draw: int, shape) -> np.ndarray:
     with np.errstate(over="ignore"):
         key = mix32_numpy(np.uint32(draw) * np.uint32(0x9E3779B9) + cell.salt.asnumpy())
         index = np.arange(int(np.prod(shape)), dtype=np.uint32) + key
-    bits = mix32_numpy(index) >> np.uint32(8)
-    return (bits.astype(np.float32) < cell.threshold).reshape(shape)
+    return (mix32_numpy(index) < np.uint32(cell.threshold)).reshape(shape)
 
 
 def test_masks_are_the_documented_hash_and_advance_per_call():

@@ -9,7 +9,7 @@ made training results, the demo's figures and a registration test vary from run 
 
 How: each call draws one 32-bit key from its draw counter, then hashes ``element index + key`` with a
 bijective 32-bit integer mixer (Wellons' ``lowbias32``: xor-shift / multiply rounds, uint32 arithmetic
-wrapping as in C); the top 24 bits compared with ``keep * 2**24`` give a Bernoulli(keep) mask, kept
+wrapping as in C); the hash compared with ``keep * 2**32`` gives a Bernoulli(keep) mask, kept
 elements scaled by ``1 / keep`` (inverted dropout, as ``nn.Dropout`` and PyTorch). The counter is a
 non-trainable parameter (``...dropout_draws``) advanced inside the graph, so it is saved in checkpoints;
 checkpoints without it (older ones, converted weights) load with the counter at 0. In evaluation mode the
@@ -37,7 +37,9 @@ def is_draw_counter(name: str) -> bool:
 
 
 def _xorshift(x, k: int):
-    return ops.bitwise_xor(x, ops.bitwise_right_shift(x, Tensor(k, _U32)))
+    # x >> k written as x // 2**k: the same bits, and MindSpore 2.10's CPU FloorDiv ran 1.45x faster than
+    # its RightShift here (whole mixer over 524k elements: 7.8 against 11.3 ms)
+    return ops.bitwise_xor(x, ops.floor_divide(x, Tensor(1 << k, _U32)))
 
 
 def mix32(x):
@@ -71,7 +73,8 @@ class Dropout(nn.Cell):
             seed = ms.get_seed() or 0
         salt = mix32_numpy(np.uint32((int(seed) * 0x85EBCA6B + int(stream) * 0xC2B2AE35) & 0xFFFFFFFF))
         self.salt = Tensor(np.asarray(salt, np.uint32), _U32)
-        self.threshold = float(round(self.keep * (1 << 24)))
+        self.threshold = min(int(round(self.keep * 2.0 ** 32)), 0xFFFFFFFF)
+        self._threshold = Tensor(self.threshold, _U32)
         self.dropout_draws = Parameter(Tensor(0, ms.int32), name=DRAWS, requires_grad=False)
 
     def construct(self, x):
@@ -81,8 +84,7 @@ class Dropout(nn.Cell):
         ops.assign_add(self.dropout_draws, Tensor(1, ms.int32))
         key = mix32(draw.astype(_U32) * Tensor(_GOLDEN, _U32) + self.salt)
         index = ops.arange(0, x.size, dtype=ms.int32).astype(_U32).reshape(x.shape)
-        bits = ops.bitwise_right_shift(mix32(index + key), Tensor(8, _U32))
-        mask = ops.stop_gradient((bits.astype(ms.float32) < self.threshold).astype(x.dtype))
+        mask = ops.stop_gradient((mix32(index + key) < self._threshold).astype(x.dtype))
         return x * mask * (1.0 / self.keep)
 
     def extend_repr(self):
