@@ -117,7 +117,7 @@ def test_registration_recovers_a_known_transform(trained):
     a[:, 2] += (6.0, -4.0)
     moved = cv2.warpAffine(optical, a, (160, 160), borderMode=cv2.BORDER_REFLECT)
     truth = np.linalg.inv(np.vstack([a, [0, 0, 1]]))
-    describe = descriptor_fn(loaded.network, "optical")
+    describe = descriptor_fn(loaded.network, loaded.cfg, "optical")
     cfg = {**loaded.cfg["match"], "model": "affine", "grid_step": 4, "ransac_threshold": 3.0}
     result = reg.register(describe, describe, optical, moved, cfg)
     assert result.transform is not None and result.inliers >= 20

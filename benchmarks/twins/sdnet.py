@@ -58,7 +58,7 @@ def geoloc_bench(opts: Options, preset: str = "default") -> Bench:
     def train():
         return [t.asnumpy() for t in trainer.step_fn(opt, sar)]
 
-    describe = descriptor_fn(backend.build_network(cfg), "optical")
+    describe = descriptor_fn(backend.build_network(cfg), cfg, "optical")  # what `geoloc match` runs
     patches = _batch(opts)[0]
 
     def infer():

@@ -40,6 +40,8 @@ INCEPTION_WIDTHS = {
 class ConvBN(nn.Cell):
     """conv (no bias, 'same' padding, TruncatedNormal(0.02)) -> BatchNorm(eps=1e-3) -> ReLU."""
 
+    batchnorm_pairs = (("conv", "bn"),)  # geocli.nets.fold folds them for inference
+
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, pad_mode="same",

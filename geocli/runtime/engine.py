@@ -67,7 +67,7 @@ def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "
 
     name = check(engine)
     if name == DEFAULT:
-        return cell_runner(_graph(backend, cfg, network, graph).cell)
+        return cell_runner(_graph(backend, cfg, inference_network(backend, cfg, network), graph).cell)
     try:
         import onnxruntime as ort
     except ImportError:
@@ -94,6 +94,17 @@ def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "
 
     run.path = path  # type: ignore[attr-defined]
     return run
+
+
+def inference_network(backend, cfg: Dict[str, Any], network):
+    """``network`` for MindSpore inference: when the backend sets ``fold_batchnorm = True``, a copy with
+    every BatchNorm folded into the convolution before it (:mod:`geocli.nets.fold`; MindSpore's CPU graph
+    does not fuse them), else ``network`` itself. ``network`` is never changed."""
+    if not getattr(backend, "fold_batchnorm", False):
+        return network
+    from geocli.nets.fold import folded_copy
+
+    return folded_copy(lambda: backend.build_network(cfg), network)
 
 
 def cell_runner(cell) -> Callable[..., List[np.ndarray]]:

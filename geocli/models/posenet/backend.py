@@ -45,6 +45,7 @@ def preprocessing(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 class PoseNetBackend(Backend):
     engines = ("mindspore", "onnxruntime")  # geocli.runtime.engine: eval and retrieve run on either
+    fold_batchnorm = True  # MindSpore inference runs a BatchNorm-folded copy (geocli.nets.fold)
 
     # ---- networks -------------------------------------------------------------------------------
     def build_network(self, cfg, *, training=False):

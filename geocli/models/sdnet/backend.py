@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 
@@ -49,15 +49,13 @@ def optimizers(cfg: Dict[str, Any], net, total_steps: int, end_factor: float) ->
                           weight_decay=o["weight_decay"], options=dict(options)) for name in GROUPS]
 
 
-def descriptor_fn(network, modality: str):
-    """NumPy (B,1,64,64) -> (B,128) through one branch of ``network`` (an SDNet in eval mode)."""
-    import mindspore as ms
+def descriptor_fn(network, cfg: Dict[str, Any], modality: str) -> Callable[[np.ndarray], np.ndarray]:
+    """NumPy (B,1,64,64) -> (B,128) through one branch (``optical`` or ``sar``) of ``network``, in eval
+    mode on MindSpore, as ``eval`` runs it (a BatchNorm-folded copy: ``network`` is not changed)."""
+    from geocli import registry
 
-    from geocli.models.sdnet.net import Branch
-
-    cell = Branch(network, modality)
-    cell.set_train(False)
-    return lambda x: cell(ms.Tensor(x)).asnumpy()
+    run = engine.runner(engine.DEFAULT, registry.load_backend("sdnet"), cfg, network, graph=modality)
+    return lambda x: run(x)[0]
 
 
 def pair_distances(network, pairs, batch_size: int, run=None) -> np.ndarray:
@@ -84,6 +82,7 @@ def patch_metrics(distances: np.ndarray, labels: np.ndarray) -> Dict[str, float]
 
 class SDNetBackend(Backend):
     engines = ("mindspore", "onnxruntime")  # geocli.runtime.engine: eval runs on either
+    fold_batchnorm = True  # eval and match run a BatchNorm-folded copy (geocli.nets.fold)
 
     # ---- networks -------------------------------------------------------------------------------
     def build_network(self, cfg, *, training=False):
@@ -198,7 +197,7 @@ class SDNetBackend(Backend):
             raise UsageError(f"match sdnet takes two images, OPTICAL then SAR; got {len(inputs)}")
         optical, sar = reg.read_image(inputs[0]), reg.read_image(inputs[1])
         network.set_train(False)
-        result = reg.register(descriptor_fn(network, "optical"), descriptor_fn(network, "sar"), optical, sar,
+        result = reg.register(descriptor_fn(network, cfg, "optical"), descriptor_fn(network, cfg, "sar"), optical, sar,
                               cfg["match"], batch=int(cfg["eval"]["batch_size"]))
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,7 @@ def register_example(network, cfg: Dict[str, Any], out: Path) -> Dict[str, Any]:
     from geocli.models.sdnet.backend import descriptor_fn
 
     optical, sar, truth = warped_pair()
-    result = reg.register(descriptor_fn(network, "optical"), descriptor_fn(network, "sar"), optical, sar,
+    result = reg.register(descriptor_fn(network, cfg, "optical"), descriptor_fn(network, cfg, "sar"), optical, sar,
                           cfg["match"], batch=int(cfg["eval"]["batch_size"]))
     cv2.imwrite(str(out), reg.picture(optical, sar, result))
     error = reg.reprojection_error(result.transform, truth, optical.shape) if result.transform is not None else None

@@ -1,0 +1,70 @@
+"""BatchNorm folding for MindSpore inference (geocli.nets.fold): the same outputs as the unfolded network,
+every BatchNorm of the inference graph gone, and the caller's network untouched."""
+
+import numpy as np
+import pytest
+
+from geocli import config, registry
+
+
+def _with_statistics(network, seed=0):
+    """Non-trivial moving statistics and affine parameters, so a wrong fold shows."""
+    import mindspore as ms
+
+    rng = np.random.default_rng(seed)
+    for p in network.get_parameters():
+        if p.name.endswith("moving_mean"):
+            p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
+        elif p.name.endswith("moving_variance"):
+            p.set_data(ms.Tensor(rng.uniform(0.3, 3.0, p.shape).astype(np.float32)))
+        elif p.name.endswith(".gamma") and p.requires_grad:
+            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    network.set_train(False)
+    return network
+
+
+def _count(network, kind):
+    return sum(1 for _, cell in network.cells_and_names() if type(cell).__name__ == kind)
+
+
+@pytest.mark.parametrize("model, graph, batchnorms", [("sdnet", "descriptors", 12), ("posenet", "", 59)])
+def test_mindspore_runner_folds_and_matches_the_network(model, graph, batchnorms):
+    from geocli.runtime import engine
+
+    cfg = config.load_preset(model)
+    backend = registry.load_backend(model)
+    network = _with_statistics(backend.build_network(cfg))
+    before = [p.asnumpy().copy() for p in network.get_parameters()]
+    inputs = [np.repeat(x, 3, axis=0) for x in backend.export_inputs(cfg)]
+
+    expected = engine.cell_runner(engine._graph(backend, cfg, network, graph).cell)(*inputs)
+    got = engine.runner("mindspore", backend, cfg, network, graph=graph)(*inputs)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * float(np.abs(e).max()))
+
+    folded = engine.inference_network(backend, cfg, network)
+    in_graph = engine._graph(backend, cfg, folded, graph).cell
+    assert _count(network, "BatchNorm2d") - _count(folded, "BatchNorm2d") == batchnorms
+    if model == "posenet":
+        assert _count(in_graph, "BatchNorm2d") == 0
+    after = list(network.get_parameters())  # (wrapping it in a graph prefixes its names: MindSpore's doing)
+    assert len(after) == len(before)
+    for p, value in zip(after, before):  # the caller's network is untouched
+        np.testing.assert_array_equal(p.asnumpy(), value, err_msg=p.name)
+    assert _count(network, "BatchNorm2d") > 0
+
+
+def test_folded_conv_is_the_algebra():
+    import mindspore as ms
+    from mindspore import nn
+
+    from geocli.nets.fold import fold_batchnorm
+
+    ms.set_seed(0)
+    seq = _with_statistics(nn.SequentialCell([nn.Conv2d(3, 4, 3, stride=2, pad_mode="pad", padding=1, has_bias=True),
+                                               nn.BatchNorm2d(4, eps=1e-3), nn.ReLU()]))
+    x = ms.Tensor(np.random.default_rng(1).normal(size=(2, 3, 9, 9)).astype(np.float32))
+    expected = seq(x).asnumpy()
+    assert fold_batchnorm(seq) == 1
+    assert type(seq[1]).__name__ == "Identity" and seq[0].has_bias
+    np.testing.assert_allclose(seq(x).asnumpy(), expected, rtol=1e-5, atol=1e-5)
