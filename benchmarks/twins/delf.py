@@ -65,7 +65,8 @@ def _geoloc(opts: Options) -> Bench:
     def train():
         return [t.asnumpy() for t in trainer.step_fn(images, labels)]
 
-    run = engine.cell_runner(backend.build_network(cfg))  # DELF extracts through the network itself (no export graph)
+    # DELF extracts through the network itself (no export graph), as make_extractor runs it: BatchNorm folded
+    run = engine.cell_runner(engine.inference_network(backend, cfg, backend.build_network(cfg)))
     images_np = images.asnumpy()
 
     def infer():

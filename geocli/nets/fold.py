@@ -19,6 +19,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
+from geocli.nets.random_state import random_state_kept
+
 #: A cell may list further (conv attribute, BatchNorm attribute) pairs of its own under this name, for
 #: pairs that are attributes rather than neighbours in a ``SequentialCell`` (GoogLeNet's ``ConvBN``).
 PAIRS_ATTRIBUTE = "batchnorm_pairs"
@@ -52,11 +54,12 @@ def fold_batchnorm(root: nn.Cell) -> int:
             for i in range(len(cell) - 1):
                 if _foldable(cell[i], cell[i + 1]):
                     edits.append(lambda c=cell, i=i: _fold_sequential(c, i))
-        for conv_name, bn_name in getattr(cell, PAIRS_ATTRIBUTE, ()):
-            if _foldable(getattr(cell, conv_name), getattr(cell, bn_name)):
+        for conv_name, bn_name in getattr(cell, PAIRS_ATTRIBUTE, ()):  # absent ones are skipped (optional branches)
+            if _foldable(getattr(cell, conv_name, None), getattr(cell, bn_name, None)):
                 edits.append(lambda c=cell, a=conv_name, b=bn_name: _fold_attributes(c, a, b))
-    for edit in edits:
-        edit()
+    with random_state_kept():  # each new Conv2d draws initial weights it overwrites at once
+        for edit in edits:
+            edit()
     return len(edits)
 
 
@@ -74,11 +77,13 @@ def _fold_attributes(cell: nn.Cell, conv_name: str, bn_name: str) -> None:
 
 def folded_copy(build: Callable[[], nn.Cell], network: nn.Cell) -> nn.Cell:
     """``build()`` (a network of the same architecture as ``network``) with ``network``'s current weights
-    and statistics copied in, then folded, in eval mode. ``network`` itself is left as it was.
+    and statistics copied in, then folded, in eval mode. ``network`` itself is left as it was, and so are
+    the process's random streams (:mod:`geocli.nets.random_state`).
 
     Parameters are paired in order, not by name: wrapping a network in an export graph prefixes its
     parameter names in MindSpore, so the names of ``network`` may no longer be ``build()``'s."""
-    fresh = build()
+    with random_state_kept():  # the fresh weights are overwritten at once; later draws must not move
+        fresh = build()
     own, theirs = list(fresh.get_parameters()), list(network.get_parameters())
     if len(own) != len(theirs) or any(a.shape != b.shape for a, b in zip(own, theirs)):
         raise ValueError(f"folded_copy: the rebuilt network ({len(own)} parameters) is not the architecture of "

@@ -123,6 +123,10 @@ class Bottleneck(nn.Cell):
 
     Attribute names are the Keras ones without the block prefix (``branch2a``, ``bn_branch2a``, ...)."""
 
+    #: conv -> BatchNorm pairs folded for inference (geocli.nets.fold); ``branch1`` exists on projections only
+    batchnorm_pairs = (("branch2a", "bn_branch2a"), ("branch2b", "bn_branch2b"), ("branch2c", "bn_branch2c"),
+                       ("branch1", "bn_branch1"))
+
     def __init__(self, cin: int, width: int, cout: int, stride: int, project: bool,
                  bn_momentum: float = BN_MOMENTUM):
         super().__init__()
@@ -151,6 +155,8 @@ class ResNet50Keras(nn.Cell):
     """The ResNet50 trunk without its classifier; ``construct`` returns the conv5_x map (or conv4_x
     when built ``with_conv5=False``). Blocks are attributes named like Keras (``res2a`` .. ``res5c``)
     and called one by one, which keeps every parameter name equal to its Keras layer's."""
+
+    batchnorm_pairs = (("conv1", "bn_conv1"),)  # the stem, folded for inference (geocli.nets.fold)
 
     def __init__(self, conv5_stride: int = 2, with_conv5: bool = True, bn_momentum: float = BN_MOMENTUM,
                  width: float = 1.0):

@@ -47,6 +47,8 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class Bottleneck(nn.Cell):
+    batchnorm_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # folded for inference (geocli.nets.fold)
+
     def __init__(self, cin: int, planes: int, stride: int = 1, downsample: bool = False):
         super().__init__()
         self.conv1 = _conv(cin, planes, 1)
@@ -89,6 +91,8 @@ class PaddedMaxPool(nn.Cell):
 
 class ResNet50(nn.Cell):
     """Returns the layer4 feature map (N, 32 * width, H/16 or H/32, W/16 or W/32)."""
+
+    batchnorm_pairs = (("conv1", "bn1"),)  # the stem; the downsample pairs fold as a SequentialCell
 
     def __init__(self, last_stride: int = 2, stem_relu: bool = True, width: int = 64,
                  blocks=RESNET50_BLOCKS):

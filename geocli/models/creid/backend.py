@@ -65,6 +65,7 @@ def embed(network, paths: Sequence[Path], cfg: Dict[str, Any], ctx=None, label: 
 
 class CReIDBackend(Backend):
     engines = ("mindspore", "onnxruntime")
+    fold_batchnorm = True  # MindSpore inference runs a BatchNorm-folded copy (geocli.nets.fold)
 
     # ---- networks -------------------------------------------------------------------------------
     def build_network(self, cfg, *, training=False):
@@ -134,9 +135,11 @@ class CReIDBackend(Backend):
                          keep_checkpoints=t["keep_checkpoints"], meta=meta)
 
     def _eval_hook(self, cfg, data, net):
+        from geocli.nets.copies import inference_copy
+
         def hook(_trainer) -> Dict[str, float]:
             figures = self.evaluate({**cfg, "eval": {**cfg["eval"], "centroids": False}}, data,
-                                    inference_copy(cfg, net), None, None)
+                                    inference_copy(lambda: build(cfg), net), None, None)
             net.set_train(True)
             return {k: v for k, v in figures.items() if k in ("rank1", "mAP")}
 
@@ -179,15 +182,4 @@ class CReIDBackend(Backend):
         return run_demo(self, Path(data_dir), Path(out_dir), ctx, runner=runner)
 
 
-def inference_copy(cfg: Dict[str, Any], trained) -> Any:
-    """An inference network holding a training network's parameters (same names)."""
-    import mindspore as ms
-
-    net = build(cfg)
-    own = {p.name for p in net.get_parameters()}
-    ms.load_param_into_net(net, {k: v for k, v in trained.parameters_dict().items() if k in own}, strict_load=True)
-    net.set_train(False)
-    return net
-
-
-__all__ = ["CReIDBackend", "build", "embed", "inference_copy", "lr_per_step", "preprocessing"]
+__all__ = ["CReIDBackend", "build", "embed", "lr_per_step", "preprocessing"]

@@ -34,7 +34,8 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     from geocli import config
     from geocli.demo import train_demo_plan
     from geocli.api import write_metrics
-    from geocli.models.creid.backend import build, inference_copy
+    from geocli.models.creid.backend import build
+    from geocli.nets.copies import inference_copy
     from geocli.models.creid.retrieve import run_retrieval
     from geocli.runtime.runlog import default_logger
 
@@ -45,7 +46,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     untrained = backend.evaluate(cfg, data_dir, build(cfg), None, ctx)
     plan = backend.train_plan(cfg, data_dir, ctx)
     result = train_demo_plan("creid", preset, cfg, plan, data_dir, ctx, runner)
-    network = inference_copy(cfg, plan.network)
+    network = inference_copy(lambda: build(cfg), plan.network)
     eval_dir = Path(out_dir) / "eval"
     metrics = backend.evaluate(cfg, data_dir, network, eval_dir, ctx)
     metrics.update({f"untrained_{k}": v for k, v in untrained.items() if k.endswith(("rank1", "mAP"))})

@@ -73,6 +73,8 @@ def optimizer_spec(cfg: Dict[str, Any], params: List[Any]) -> OptimizerSpec:
 
 
 class DelfBackend(DelfTasks, Backend):
+    fold_batchnorm = True  # extraction runs a BatchNorm-folded copy (geocli.nets.fold)
+
     def __init__(self, spec):
         super().__init__(spec)
         self._weights_loaded = False

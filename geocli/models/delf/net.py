@@ -49,6 +49,8 @@ DESCRIPTOR_DIM = 2048
 class Attention(nn.Cell):
     """Score each block3 position; pool the L2-normalised features weighted by the scores."""
 
+    batchnorm_pairs = (("conv1", "bn"),)  # folded for inference (geocli.nets.fold; eval mode only)
+
     def __init__(self, channels: int = FEATURE_DIM, hidden: int = 512, bn_momentum: float = 0.99):
         super().__init__()
         f32 = ms.float32

@@ -47,9 +47,18 @@ def step_logger(log, label: str, every_seconds: float = 10.0):
 
 
 def make_extractor(cfg: Mapping[str, Any], network, pca_dir: Optional[Path] = None):
-    """An :class:`~.extract.Extractor` for the config's ``extract`` settings (``pca_dir`` overrides)."""
+    """An :class:`~.extract.Extractor` for the config's ``extract`` settings (``pca_dir`` overrides).
+    A MindSpore network is run as a BatchNorm-folded copy (:func:`geocli.runtime.engine.inference_network`);
+    anything else (an onnxruntime wrapper, a test double) as it is."""
+    from mindspore import nn
+
+    from geocli import registry
     from geocli.models.delf import extract as ex
     from geocli.models.delf.pca import load_pca
+    from geocli.runtime.engine import inference_network
+
+    if isinstance(network, nn.Cell):
+        network = inference_network(registry.load_backend("delf"), cfg, network)
 
     settings = ex.settings(cfg)
     pca_dir = pca_dir if pca_dir is not None else settings["pca"]

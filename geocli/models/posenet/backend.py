@@ -160,14 +160,5 @@ def _runner(backend, cfg, network, ctx, batch: int):
                          checkpoint=getattr(ctx, "checkpoint", None))
 
 
-def inference_copy(backend: PoseNetBackend, cfg: Dict[str, Any], trained) -> Any:
-    """An inference network holding the parameters of a training network (same names)."""
-    import mindspore as ms
-
-    net = backend.build_network(cfg)
-    ms.load_param_into_net(net, trained.parameters_dict(), strict_load=True)
-    return net
-
-
-__all__ = ["PoseNetBackend", "inference_copy", "preprocessing"]
+__all__ = ["PoseNetBackend", "preprocessing"]
 

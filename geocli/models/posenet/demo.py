@@ -36,7 +36,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     from geocli import config
     from geocli.demo import train_demo_plan
     from geocli.api import write_metrics
-    from geocli.models.posenet.backend import inference_copy
+    from geocli.nets.copies import inference_copy
     from geocli.runtime.runlog import default_logger
 
     log = default_logger(ctx.log)
@@ -45,7 +45,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     cfg = config.resolve("posenet", preset, None, list(overrides))
     plan = backend.train_plan(cfg, data_dir, ctx)
     result = train_demo_plan("posenet", preset, cfg, plan, data_dir, ctx, runner)
-    network = inference_copy(backend, cfg, plan.network)
+    network = inference_copy(lambda: backend.build_network(cfg), plan.network)
     metrics = backend.evaluate(cfg, data_dir, network, Path(out_dir) / "eval", ctx)
     write_metrics(Path(out_dir) / "eval", "posenet", metrics, data=data_dir)
     return {

@@ -216,14 +216,4 @@ class SDNetBackend(Backend):
         return run_demo(self, Path(data_dir), Path(out_dir), ctx, runner=runner)
 
 
-def inference_copy(backend: SDNetBackend, cfg: Dict[str, Any], trained) -> Any:
-    """An eval-mode network holding the parameters (and BN statistics) of a training network."""
-    import mindspore as ms
-
-    net = backend.build_network(cfg)
-    ms.load_param_into_net(net, trained.parameters_dict(), strict_load=True)
-    net.set_train(False)
-    return net
-
-
-__all__ = ["SDNetBackend", "inference_copy", "patch_metrics", "pair_distances", "lr_end_factor"]
+__all__ = ["SDNetBackend", "patch_metrics", "pair_distances", "lr_end_factor"]

@@ -87,7 +87,8 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     from geocli.demo import train_demo_plan
     from geocli.api import write_metrics
     from geocli.data.sen12_npz import open_pairs
-    from geocli.models.sdnet.backend import inference_copy, pair_distances, patch_metrics
+    from geocli.models.sdnet.backend import pair_distances, patch_metrics
+    from geocli.nets.copies import inference_copy
     from geocli.runtime.runlog import default_logger
 
     log = default_logger(ctx.log)
@@ -99,7 +100,7 @@ def run_demo(backend, data_dir: Path, out_dir: Path, ctx, *, runner: Optional[Ca
     untrained = patch_metrics(pair_distances(backend.build_network(cfg), test, 256), test.labels)
     plan = backend.train_plan(cfg, npz, ctx)
     result = train_demo_plan("sdnet", preset, cfg, plan, npz, ctx, runner)
-    network = inference_copy(backend, cfg, plan.network)
+    network = inference_copy(lambda: backend.build_network(cfg), plan.network)
     out_dir = Path(out_dir)
     metrics = backend.evaluate(cfg, npz, network, out_dir / "eval", ctx)
     metrics["fpr95_untrained"] = untrained["fpr95"]

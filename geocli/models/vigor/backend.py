@@ -281,12 +281,4 @@ class VigorBackend(Backend):
         return run_demo(self, Path(data_dir), Path(out_dir), ctx, runner=runner)
 
 
-def inference_copy(backend: VigorBackend, cfg: Dict[str, Any], trained) -> Any:
-    import mindspore as ms
-
-    net = backend.build_network(cfg)
-    ms.load_param_into_net(net, trained.parameters_dict(), strict_load=True)
-    return net
-
-
-__all__: Sequence[str] = ("VigorBackend", "inference_copy", "lr_table")
+__all__: Sequence[str] = ("VigorBackend", "lr_table")
