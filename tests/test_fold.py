@@ -28,7 +28,7 @@ def _count(network, kind):
 
 
 @pytest.mark.parametrize("model, preset, graph, batchnorms",
-                         [("sdnet", "default", "descriptors", 12), ("posenet", "default", "", 59),
+                         [("sdnet", "default", "descriptors", 12), ("posenet", "demo", "", 59),
                           ("creid", "demo", "", 53)])
 def test_mindspore_runner_folds_and_matches_the_network(model, preset, graph, batchnorms):
     from geocli.runtime import engine

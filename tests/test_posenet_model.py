@@ -105,14 +105,15 @@ def test_forward_shapes_at_224_and_backward_at_64(ctx, backend):
     loss = PoseLoss()
     images = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32))
     poses = ms.Tensor(np.array([[1, 2, 3, 1, 0, 0, 0], [0, 1, 0, 0.5, 0.5, 0.5, 0.5]], np.float32))
-    assert [o.shape for o in net(images)] == [(2, 3), (2, 4)] * 3
     params = net.trainable_params()
 
-    def objective(a, b):
-        return loss(net(a), b)[0]
+    def objective(a, b):  # the outputs come back as aux: one compiled graph, not a forward graph besides
+        outputs = net(a)
+        return loss(outputs, b)[0], outputs
 
-    grad_fn = ms.value_and_grad(objective, None, params)
-    value, grads = grad_fn(images, poses)
+    grad_fn = ms.value_and_grad(objective, None, params, has_aux=True)
+    (value, outputs), grads = grad_fn(images, poses)
+    assert [o.shape for o in outputs] == [(2, 3), (2, 4)] * 3
     assert np.isfinite(float(value.asnumpy()))
     assert [g.shape for g in grads] == [p.shape for p in params]
     assert all(np.isfinite(g.asnumpy()).all() for g in grads)
