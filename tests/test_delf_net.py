@@ -99,3 +99,25 @@ def test_backend_builds_the_extraction_network_and_presets_resolve(ms_ctx):
     assert cfg["model"]["global_pool"] == "mean"
     net = registry.load_backend("delf").build_network(cfg)
     assert net.mode == "test" and not net.training
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "mindir"])
+def test_export_writes_the_extraction_network_with_parity(cli, tmp_path, fmt):
+    """`geoloc export delf`: the port's export (the test-mode network, prob and block3) at a fixed shape;
+    here the demo width at 2 x 96 px instead of the port's 7 x 2048 px."""
+    pytest.importorskip("onnxruntime")
+    from geocli import config, registry
+    from geocli.runtime import checkpoint as ckpt
+
+    cfg = config.load_preset("delf", "demo")
+    network = registry.load_backend("delf").build_network(cfg)
+    path = ckpt.save(tmp_path / "run" / "checkpoints" / "last.ckpt", network,
+                     meta={"model": "delf", "preset": "demo", "config": cfg, "stage": "attn"})
+    result = cli("export", "delf", "--checkpoint", path, "--format", fmt, "--out", tmp_path / "delf",
+                 "--set", "export.batch=2", "--set", "export.size=96")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert float(result.output.split("max abs difference")[1].split()[0]) <= 1e-4
+    assert (tmp_path / f"delf.{fmt}").stat().st_size > 1_000_000  # the weights are in the file
+    bad = cli("export", "delf", "--checkpoint", path, "--format", fmt, "--out", tmp_path / "bad",
+              "--set", "export.size=16")
+    assert bad.exit_code != 0 and "export.size" in bad.output + bad.stderr

@@ -11,7 +11,7 @@ from geocli.registry import Flag, ModelSpec, register, register_data_command
 register(ModelSpec(
     name="delf",
     summary="Landmark retrieval with attentive local features (GLDv2 training; Oxford5k/Paris6k eval).",
-    tasks=("train", "eval", "match", "retrieve", "demo"),
+    tasks=("train", "eval", "export", "match", "retrieve", "demo"),
     commands={"retrieve": "geocli.models.delf.commands:retrieve_app"},
     backend="geocli.models.delf.backend:DelfBackend",
     paper="Noh, Araujo, Sim, Weyand, Han. Large-Scale Image Retrieval with Attentive Deep Local Features. "

@@ -86,6 +86,20 @@ class DelfBackend(DelfTasks, Backend):
         net.set_train(training)
         return net
 
+    def export_inputs(self, cfg):
+        """The extraction network's input, as the port's ``export.py`` fixes it: ``export.batch`` canvases
+        (7, one per scale) of 3 x ``export.size`` x ``export.size`` (2048), NCHW float32 normalised. Outputs:
+        ``prob`` (N, 1, h, w), the attention scores, and ``block3`` (N, 1024, h, w), the local features, with
+        h = w = size / 32 (64 at 2048). An exported graph has this one input shape: extraction at other
+        canvas sizes needs an export per size."""
+        import numpy as np
+
+        e = cfg.get("export") or {}
+        batch, size = int(e.get("batch", 7)), int(e.get("size", 2048))
+        if batch < 1 or size < 32:
+            raise ConfigError(f"export.batch {batch} / export.size {size}: need at least 1 image of 32 px")
+        return [np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)]
+
     def map_weights(self, params, cfg):
         """Accept geoloc's names, the port's (``res2a_branch2a.weight``, ``attention.conv1_needl2.*``) and a
         converted Keras ResNet50; for ``--stage attn`` the tuned backbone and descriptor classifier must
