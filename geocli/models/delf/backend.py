@@ -94,8 +94,12 @@ class DelfBackend(DelfTasks, Backend):
         canvas sizes needs an export per size."""
         import numpy as np
 
-        e = cfg.get("export") or {}
-        batch, size = int(e.get("batch", 7)), int(e.get("size", 2048))
+        from geocli.config import load_preset
+
+        # a checkpoint written before the export section existed stores a config without it: the defaults
+        # then come from the shipped preset, not from a second copy of them here
+        e = {**load_preset("delf")["export"], **(cfg.get("export") or {})}
+        batch, size = int(e["batch"]), int(e["size"])
         if batch < 1 or size < 32:
             raise ConfigError(f"export.batch {batch} / export.size {size}: need at least 1 image of 32 px")
         return [np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)]
