@@ -98,3 +98,60 @@ def test_engine_a_backend_does_not_support_is_refused(model):
     with pytest.raises(UsageError, match="toy retrieve runs on mindspore only"):
         engine.require(MindSporeOnly(), "onnxruntime", "retrieve")
     assert engine.require(model["backend"], "onnxruntime", "eval") == "onnxruntime"
+
+
+# ---- free axes: one ONNX file for every batch and image size (DELF's pyramid) ------------------------
+def test_freed_axes_run_whole_batches_and_a_baked_size_is_refused(tmp_path):
+    """The toy network (two Dense layers) takes any batch size once axis 0 is freed, with MindSpore's
+    outputs; freeing its feature axis, which the weights fix, fails the check at another size."""
+    pytest.importorskip("onnx")
+    from geocli.errors import GeolocError
+    from geocli.runtime import engine
+
+    cfg = config.load_preset("toy")
+    backend = registry.load_backend("toy")
+    net = backend.build_network(cfg)
+    run = engine.runner("onnxruntime", backend, cfg, net, cache_dir=tmp_path, free_axes=(0,))
+    assert run.path.name.startswith("toy-free-")
+    x = np.random.default_rng(0).standard_normal((5, cfg["data"]["dim"])).astype(np.float32)
+    (got,), (want,) = run(x), engine.runner("mindspore", backend, cfg, net)(x)
+    assert got.shape == (5, 1) and float(np.abs(got - want).max()) <= BOUND
+    with pytest.raises(GeolocError, match="does not run at other sizes along axes"):
+        engine.runner("onnxruntime", backend, cfg, net, cache_dir=tmp_path, free_axes=(1,))
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def test_delf_extraction_on_onnxruntime_matches_mindspore(cli, tmp_path):
+    """`geoloc retrieve delf extract --engine onnxruntime`: one export, images of two shapes (different
+    canvases at every scale), the same features as on MindSpore (every cell kept: threshold 0)."""
+    pytest.importorskip("onnx")
+    import cv2
+
+    from bn_stats import with_statistics
+    from geocli.retrieval.store import FeatureStore
+    from geocli.runtime import checkpoint as ckpt
+
+    cfg = config.load_preset("delf", "demo")
+    network = with_statistics(registry.load_backend("delf").build_network(cfg))
+    path = ckpt.save(tmp_path / "run" / "checkpoints" / "last.ckpt", network,
+                     meta={"model": "delf", "preset": "demo", "config": cfg, "stage": "attn"})
+    rng = np.random.default_rng(4)
+    (tmp_path / "img").mkdir()
+    for name, shape in (("square.png", (96, 96, 3)), ("wide.png", (70, 130, 3))):
+        cv2.imwrite(str(tmp_path / "img" / name), cv2.GaussianBlur(rng.integers(0, 256, shape, np.uint8), (5, 5), 0))
+    stores = {}
+    for engine in ("mindspore", "onnxruntime"):
+        stores[engine] = tmp_path / f"{engine}.h5"
+        result = cli("retrieve", "delf", "extract", "--images", tmp_path / "img", "--out", stores[engine],
+                     "--checkpoint", path, "--engine", engine, "--set", "extract.score_threshold=0")
+        assert result.exit_code == 0, result.output + str(result.stderr)
+    assert len(list((path.parent / "onnx").glob("delf-free-*.onnx"))) == 1  # one file for every canvas
+    for name in ("square.png", "wide.png"):
+        with FeatureStore(stores["mindspore"], mode="r") as a, FeatureStore(stores["onnxruntime"], mode="r") as b:
+            want, got = a.read(name), b.read(name)
+        assert len(want["scores"]) > 20 and len(got["scores"]) == len(want["scores"])
+        order_w = np.lexsort((want["locations"][:, 1], want["locations"][:, 0], want["scales"]))
+        order_g = np.lexsort((got["locations"][:, 1], got["locations"][:, 0], got["scales"]))
+        np.testing.assert_array_equal(got["locations"][order_g], want["locations"][order_w])
+        assert float(np.abs(got["scores"][order_g] - want["scores"][order_w]).max()) <= BOUND
+        assert float(np.abs(got["descriptors"][order_g] - want["descriptors"][order_w]).max()) <= BOUND

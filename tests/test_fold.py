@@ -6,21 +6,7 @@ import pytest
 
 from geocli import config, registry
 
-
-def _with_statistics(network, seed=0):
-    """Non-trivial moving statistics and affine parameters, so a wrong fold shows."""
-    import mindspore as ms
-
-    rng = np.random.default_rng(seed)
-    for p in network.get_parameters():
-        if p.name.endswith("moving_mean"):
-            p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
-        elif p.name.endswith("moving_variance"):
-            p.set_data(ms.Tensor(rng.uniform(0.3, 3.0, p.shape).astype(np.float32)))
-        elif p.name.endswith(".gamma") and p.requires_grad:
-            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
-    network.set_train(False)
-    return network
+from bn_stats import with_statistics
 
 
 def _count(network, kind):
@@ -35,7 +21,7 @@ def test_mindspore_runner_folds_and_matches_the_network(model, preset, graph, ba
 
     cfg = config.load_preset(model, preset)
     backend = registry.load_backend(model)
-    network = _with_statistics(backend.build_network(cfg))
+    network = with_statistics(backend.build_network(cfg))
     before = [p.asnumpy().copy() for p in network.get_parameters()]
     inputs = [np.repeat(x, 3, axis=0) for x in backend.export_inputs(cfg)]
 
@@ -63,7 +49,7 @@ def test_folded_conv_is_the_algebra():
     from geocli.nets.fold import fold_batchnorm
 
     ms.set_seed(0)
-    seq = _with_statistics(nn.SequentialCell([nn.Conv2d(3, 4, 3, stride=2, pad_mode="pad", padding=1, has_bias=True),
+    seq = with_statistics(nn.SequentialCell([nn.Conv2d(3, 4, 3, stride=2, pad_mode="pad", padding=1, has_bias=True),
                                                nn.BatchNorm2d(4, eps=1e-3), nn.ReLU()]))
     x = ms.Tensor(np.random.default_rng(1).normal(size=(2, 3, 9, 9)).astype(np.float32))
     expected = seq(x).asnumpy()
@@ -104,7 +90,7 @@ def test_delf_extraction_runs_a_folded_copy_with_the_same_outputs():
     from geocli.models.delf.tasks import make_extractor
 
     cfg = config.load_preset("delf", "demo")
-    network = _with_statistics(registry.load_backend("delf").build_network(cfg))
+    network = with_statistics(registry.load_backend("delf").build_network(cfg))
     extractor, _, _ = make_extractor(cfg, network)
     assert extractor.network is not network and _count(extractor.network, "BatchNorm2d") == 0
     assert _count(network, "BatchNorm2d") == 44  # stem + conv2_x..conv4_x (13 blocks x 3, 3 projections) + attention

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import Bench, Options, Unavailable, geoloc_infer, import_torch
+from twins import Bench, Options, Unavailable, import_torch
 
 TITLE = "DELF (ResNet50 Keras-style; tuning step, SGD + global clip; extraction network)"
 DEFAULTS = {"batch": 8, "size": 321}
@@ -43,6 +43,7 @@ def _geoloc(opts: Options) -> Bench:
     from geocli import config, registry
     from geocli.models.delf.backend import network, optimizer_spec
     from geocli.models.delf.loss import DelfLoss, loss_names
+    from geocli.models.delf.tasks import extraction_network
     from geocli.runtime import engine
     from geocli.runtime.plan import IndexedSource, RunContext, TrainPlan
     from geocli.runtime.trainer import Trainer
@@ -65,8 +66,8 @@ def _geoloc(opts: Options) -> Bench:
     def train():
         return [t.asnumpy() for t in trainer.step_fn(images, labels)]
 
-    # DELF extracts through the network itself (no export graph), as make_extractor runs it: BatchNorm folded
-    run = engine.cell_runner(engine.inference_network(backend, cfg, backend.build_network(cfg)))
+    # the extraction network as make_extractor runs it on MindSpore: BatchNorm folded
+    run = engine.cell_runner(extraction_network(cfg, backend.build_network(cfg), "mindspore"))
     images_np = images.asnumpy()
 
     def infer():
@@ -76,17 +77,23 @@ def _geoloc(opts: Options) -> Bench:
 
 
 def _onnxruntime(opts: Options) -> Bench:
+    """Extraction as ``--engine onnxruntime`` runs it: one ONNX export with batch and image size left free."""
     from geocli import config, registry
+    from geocli.models.delf.tasks import extraction_network
 
-    cfg = config.load_preset("delf", "default")
-    backend = registry.load_backend("delf")
-    images, _ = _batches(opts)
     try:
-        infer = geoloc_infer("onnxruntime", backend, cfg, backend.build_network(cfg), (images,), opts)
-    except Unavailable:
-        raise
-    except Exception as exc:  # the DELF backend may not declare an ONNX engine
-        raise Unavailable(f"geoloc's DELF has no onnxruntime engine here ({str(exc).splitlines()[0]})") from None
+        import onnxruntime  # noqa: F401
+        import onnx  # noqa: F401  (frees the export's axes)
+    except ImportError as exc:
+        raise Unavailable(f"{exc.name} is not installed: pip install onnx onnxruntime") from None
+    cfg = config.load_preset("delf", "default")
+    images, _ = _batches(opts)
+    run = extraction_network(cfg, registry.load_backend("delf").build_network(cfg), "onnxruntime",
+                             cache_dir=Path(tempfile.mkdtemp(prefix="twin-onnx-")), threads=opts.threads)
+
+    def infer():
+        return run(images)
+
     return Bench(infer=infer)
 
 

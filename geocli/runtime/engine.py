@@ -54,7 +54,8 @@ def require(backend, engine: str, task: str) -> str:
 # ---- runners: callables over NumPy batches ------------------------------------------------------------
 def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "",
            batch_size: Optional[int] = None, threads: Optional[int] = None, checkpoint: Optional[Path] = None,
-           cache_dir: Optional[Path] = None, tolerance: float = 1e-4) -> Callable[..., List[np.ndarray]]:
+           cache_dir: Optional[Path] = None, tolerance: float = 1e-4,
+           free_axes: Sequence[int] = ()) -> Callable[..., List[np.ndarray]]:
     """A function ``run(*arrays) -> list of NumPy outputs`` computing ``network`` (or the backend's
     export graph named ``graph``) on batches of any length.
 
@@ -62,6 +63,8 @@ def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "
     batch of ``batch_size`` (see :func:`onnx_graph`); shorter batches are padded and the padding's
     outputs dropped, longer ones split, which assumes, as every inference graph here does, that each
     output row depends on its own input row only (eval-mode BatchNorm, no batch statistics).
+    ``free_axes`` (e.g. ``(0, 2, 3)`` for any batch and image size) are left free in the ONNX file
+    (:mod:`geocli.runtime.onnx_axes`); a free batch axis runs every batch whole.
     """
     import numpy as np
 
@@ -73,15 +76,18 @@ def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "
     except ImportError:
         raise UsageError("--engine onnxruntime needs onnxruntime: pip install onnxruntime") from None
     path = onnx_graph(backend, cfg, network, graph=graph, batch_size=batch_size, checkpoint=checkpoint,
-                      cache_dir=cache_dir, tolerance=tolerance)
+                      cache_dir=cache_dir, tolerance=tolerance, free_axes=free_axes)
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or _ms_threads() or os.cpu_count() or 1)
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    fixed = int(session.get_inputs()[0].shape[0])
+    declared = session.get_inputs()[0].shape[0]
+    fixed = declared if isinstance(declared, int) else None  # a free batch axis is a name
 
     def run(*arrays: np.ndarray) -> List[np.ndarray]:
+        if fixed is None:
+            return list(session.run(None, dict(zip(names, [np.ascontiguousarray(a) for a in arrays]))))
         n = len(arrays[0])
         chunks: List[List[np.ndarray]] = []
         for start in range(0, n, fixed):
@@ -139,17 +145,20 @@ def _graph(backend, cfg, network, name: str):
 # ---- the cached ONNX export --------------------------------------------------------------------------
 def onnx_graph(backend, cfg: Dict[str, Any], network, *, graph: str = "", batch_size: Optional[int] = None,
                checkpoint: Optional[Path] = None, cache_dir: Optional[Path] = None,
-               tolerance: float = 1e-4) -> Path:
+               tolerance: float = 1e-4, free_axes: Sequence[int] = ()) -> Path:
     """The ONNX file of ``backend``'s export graph ``graph`` for ``network``'s current weights.
 
-    Exported once per (weights, config, graph, input shapes) and cached: in ``cache_dir``, else in
-    ``onnx/`` next to ``checkpoint``, else in ``$XDG_CACHE_HOME/geoloc/onnx``. The export runs in a fresh
-    subprocess (a failed ONNX export leaves a MindSpore process unable to export anything else), which
-    also checks the file in onnxruntime against the network on the same input (``tolerance``)."""
+    Exported once per (weights, config, graph, input shapes, ``free_axes``) and cached: in ``cache_dir``,
+    else in ``onnx/`` next to ``checkpoint``, else in ``$XDG_CACHE_HOME/geoloc/onnx``. The export runs in
+    a fresh subprocess (a failed ONNX export leaves a MindSpore process unable to export anything else),
+    which also checks the file in onnxruntime against the network on the same input (``tolerance``) and, when
+    ``free_axes`` are freed, on an input of other sizes along them as well."""
     chosen = _graph(backend, cfg, network, graph)
     inputs = [_batched(x, batch_size) for x in chosen.inputs]
-    key = _cache_key(backend.name, graph, inputs, cfg, network)
-    stem = "-".join(filter(None, [backend.name, graph, f"b{len(inputs[0])}", key]))
+    free = sorted({int(a) for a in free_axes})
+    key = _cache_key(backend.name, graph, inputs, cfg, network, free)
+    size = "free" if free else f"b{len(inputs[0])}"
+    stem = "-".join(filter(None, [backend.name, graph, size, key]))
     folder = _cache_folder(cache_dir, checkpoint)
     path = folder / f"{stem}.onnx"
     if path.is_file():
@@ -163,7 +172,7 @@ def onnx_graph(backend, cfg: Dict[str, Any], network, *, graph: str = "", batch_
         cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
         cmd = [sys.executable, "-m", "geocli.runtime.engine", "--model", backend.name, "--config", str(cfg_file),
                "--params", str(params), "--graph", graph, "--batch", str(len(inputs[0])), "--out", str(out),
-               "--tolerance", repr(float(tolerance))]
+               "--tolerance", repr(float(tolerance)), "--free-axes", ",".join(map(str, free))]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
             lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
@@ -183,13 +192,15 @@ def _batched(x: np.ndarray, batch_size: Optional[int]) -> np.ndarray:
     return np.resize(x, (int(batch_size),) + x.shape[1:])  # repeats the example rows
 
 
-def _cache_key(model: str, graph: str, inputs: List[np.ndarray], cfg: Dict[str, Any], network) -> str:
+def _cache_key(model: str, graph: str, inputs: List[np.ndarray], cfg: Dict[str, Any], network,
+               free_axes: Sequence[int] = ()) -> str:
     import numpy as np
 
     from geocli import __version__
 
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(json.dumps([__version__, model, graph, [(x.shape, str(x.dtype)) for x in inputs], cfg],
+    shapes = [(x.shape, str(x.dtype)) for x in inputs]
+    digest.update(json.dumps([__version__, model, graph, shapes, cfg] + ([list(free_axes)] if free_axes else []),
                              sort_keys=True, default=str).encode())
     for p in network.get_parameters():
         digest.update(p.name.encode())
@@ -217,6 +228,7 @@ def _export_main(argv: Optional[Sequence[str]] = None) -> int:
         parser.add_argument(flag, required=flag != "--graph", default="")
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--free-axes", default="", help="comma-separated input axes to free, e.g. 0,2,3")
     args = parser.parse_args(argv)
 
     import mindspore as ms
@@ -242,8 +254,30 @@ def _export_main(argv: Optional[Sequence[str]] = None) -> int:
     inputs = [_batched(x, args.batch) for x in chosen.inputs]
     result = export_network(chosen.cell, inputs, "onnx", Path(args.out), check=True, tolerance=args.tolerance,
                             overwrite=True)
+    axes = [int(a) for a in args.free_axes.split(",") if a.strip()]
+    if axes:
+        _free_and_check(chosen.cell, result.path, inputs, axes, args.tolerance)
     print(json.dumps({"path": str(result.path), "max_abs_diff": result.max_abs_diff, "note": result.note}))
     return 0
+
+
+def _free_and_check(cell, path: Path, inputs: List[np.ndarray], axes: Sequence[int], tolerance: float) -> None:
+    """Free ``axes`` of the ONNX file and prove it on an input of other sizes along them."""
+    import mindspore as ms
+
+    from geocli.export import _as_list, _max_diff, check_onnx
+    from geocli.runtime.onnx_axes import free_input_axes, grown
+
+    free_input_axes(path, axes)
+    other = grown(inputs, axes)
+    try:
+        diff = _max_diff(_as_list(cell(*[ms.Tensor(x) for x in other])), check_onnx(path, other))
+    except Exception as exc:  # onnxruntime refusing the new sizes: a size is baked into the graph
+        raise GeolocError(f"the exported graph does not run at other sizes along axes {list(axes)}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if not diff <= tolerance:
+        raise GeolocError(f"the exported graph with axes {list(axes)} freed differs from the network at "
+                          f"{[x.shape for x in other]} by {diff:.3g} (> {tolerance:g})")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ def optimizer_spec(cfg: Dict[str, Any], params: List[Any]) -> OptimizerSpec:
 
 class DelfBackend(DelfTasks, Backend):
     fold_batchnorm = True  # extraction runs a BatchNorm-folded copy (geocli.nets.fold)
+    # extraction (eval, match, retrieve and its extract/query) runs on either: tasks.extraction_network
+    engines = ("mindspore", "onnxruntime")
 
     def __init__(self, spec):
         super().__init__(spec)

@@ -14,6 +14,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
+from geocli.cli.options import EngineOpt
+
 retrieve_app = typer.Typer(
     name="delf", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -96,6 +98,7 @@ def extract_cmd(
     device: DeviceOpt = None,
     mode: Annotated[str, typer.Option("--mode", help="graph (compiled once per input shape, fast) or pynative "
                                       "(no compilation: quicker for a handful of images).")] = "graph",
+    engine: EngineOpt = "mindspore",
     overwrite: OverwriteOpt = False,
     distributed: Annotated[bool, typer.Option("--distributed", help="Shard the images over msrun workers; "
                                               "each writes <out>.parts/rank<r>.h5, merged into --out.")] = False,
@@ -112,6 +115,8 @@ def extract_cmd(
       geoloc retrieve delf extract --images data/oxford5k/jpg --checkpoint CKPT --pca pca/ --out oxford.h5
 
       geoloc retrieve delf extract --images list.txt --checkpoint CKPT --out raw.h5 --distributed --workers 4
+
+      geoloc retrieve delf extract --images photos/ --checkpoint CKPT --out raw.h5 --engine onnxruntime
     """
     from geocli.models.delf import pipeline
     from geocli.runtime.launch import worker_env_rank
@@ -124,7 +129,7 @@ def extract_cmd(
                 argv += [flag, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
         for item in overrides:
             argv += ["--set", item]
-        argv += ["--mode", mode]
+        argv += ["--mode", mode, "--engine", engine]
         if overwrite:
             argv.append("--overwrite")
         _launch_distributed(argv + ["--distributed"], Path(out), workers, master_port)
@@ -135,7 +140,7 @@ def extract_cmd(
     try:
         summary = pipeline.extract(images, out, checkpoint=checkpoint, pca=pca, preset=preset, overrides=overrides,
                                    device=device, overwrite=overwrite, progress=progress,
-                                   distributed=None if distributed else False, mode=mode)
+                                   distributed=None if distributed else False, mode=mode, engine=engine)
     finally:
         progress.close()
     con = _console()
@@ -210,6 +215,7 @@ def query_cmd(
     preset: PresetOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
+    engine: EngineOpt = "mindspore",
 ) -> None:
     """Rank the indexed images for each query: k-NN votes, RANSAC of the short list, score = inliers.
 
@@ -227,7 +233,7 @@ def query_cmd(
     out = out or runs.new_run_dir("delf", "query")
     result = pipeline.query(index, features=features, images=pipeline.image_inputs(images or []), out=out,
                             checkpoint=checkpoint, preset=preset, overrides=_overrides(set_, pca), device=device,
-                            top=top, verify=verify)
+                            top=top, verify=verify, engine=engine)
     table = Table(title=f"DELF retrieval ({result['queries']} queries, top {min(top, 10)} shown)")
     for column in ("query", "rank", "image", "inliers", "votes"):
         table.add_column(column, justify="right" if column in ("rank", "inliers", "votes") else "left")

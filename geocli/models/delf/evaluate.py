@@ -29,7 +29,8 @@ def _settings(cfg: Mapping[str, Any]) -> Dict[str, Any]:
             **{k: section.get(k, v) for k, v in EVAL_DEFAULTS.items()}}
 
 
-def _fit_sample_pca(cfg, network, evalset, cache: Path, identity: Dict[str, str], n_images: int, log) -> Path:
+def _fit_sample_pca(cfg, network, evalset, cache: Path, identity: Dict[str, str], n_images: int, log,
+                    ctx=None) -> Path:
     """Fit the PCA on raw (1024-d) features of ``n_images`` evenly spaced database images, once."""
     from geocli.models.delf.pca import MATRIX_FILE, fit_pca, save_pca
     from geocli.models.delf.tasks import ensure_features, make_extractor
@@ -40,7 +41,7 @@ def _fit_sample_pca(cfg, network, evalset, cache: Path, identity: Dict[str, str]
         return folder
     picks = np.unique(np.linspace(0, len(evalset.db_names) - 1, min(n_images, len(evalset.db_names))).astype(int))
     names = [evalset.db_names[i] for i in picks]
-    extractor, _, _ = make_extractor({**cfg, "extract": {**cfg.get("extract", {}), "pca": None}}, network)
+    extractor, _, _ = make_extractor({**cfg, "extract": {**cfg.get("extract", {}), "pca": None}}, network, ctx=ctx)
     sample = cache / "pca-sample.h5"
     ensure_features(extractor, [evalset.db_paths[i] for i in picks], names, sample,
                     {**identity, "pca": "none"}, log, "PCA sample")
@@ -84,8 +85,8 @@ def run_evaluation(cfg: Mapping[str, Any], data, network, out_dir: Path, ctx) ->
              f"protocol {protocol}, features in {cache}")
 
     pca_dir = extract_settings(cfg)["pca"] or _fit_sample_pca(cfg, network, evalset, cache, identity,
-                                                               int(ev["pca_images"]), log)
-    extractor, _, pca_id = make_extractor(cfg, network, Path(pca_dir))
+                                                               int(ev["pca_images"]), log, ctx)
+    extractor, _, pca_id = make_extractor(cfg, network, Path(pca_dir), ctx)
     identity = {**identity, "pca": pca_id}
     ensure_features(extractor, evalset.db_paths, evalset.db_names, cache / "database.h5", identity, log, "database")
 

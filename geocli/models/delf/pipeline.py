@@ -19,12 +19,17 @@ PARTS_SUFFIX = ".parts"
 
 
 def _loaded(checkpoint: Optional[Path], preset: Optional[str], overrides: Iterable[str], device: Optional[str],
-            run_dir: Path, distributed: Optional[bool] = False, mode: str = "graph"):
-    from geocli import api
+            run_dir: Path, distributed: Optional[bool] = False, mode: str = "graph", engine: str = "mindspore"):
+    """(run context, loaded model); the context carries the inference ``engine`` and the checkpoint, which
+    :func:`geocli.models.delf.tasks.make_extractor` reads."""
+    from geocli import api, registry
+    from geocli.runtime import engine as engines
 
+    engine = engines.require(registry.load_backend("delf"), engine, "retrieve")  # before loading anything
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise UsageError(f"--checkpoint {checkpoint}: file not found")
     ctx = api._context(run_dir, device, mode, 0, None, quiet=True, distributed=distributed)
+    ctx.engine, ctx.checkpoint = engine, checkpoint
     loaded = api.load_model("delf", checkpoint, preset=preset, overrides=list(overrides), task="retrieve")
     return ctx, loaded
 
@@ -32,7 +37,7 @@ def _loaded(checkpoint: Optional[Path], preset: Optional[str], overrides: Iterab
 def extract(images: Path, out: Path, *, checkpoint: Optional[Path] = None, pca: Optional[Path] = None,
             preset: Optional[str] = None, overrides: Iterable[str] = (), device: Optional[str] = None,
             overwrite: bool = False, progress: Optional[Callable[[int, int, float], None]] = None,
-            distributed: Optional[bool] = False, mode: str = "graph") -> Dict[str, Any]:
+            distributed: Optional[bool] = False, mode: str = "graph", engine: str = "mindspore") -> Dict[str, Any]:
     """Extract DELF features of every image in ``images`` (folder or list) into the HDF5 file ``out``.
 
     Incremental: names already in ``out`` are skipped (``overwrite`` starts afresh). In an msrun
@@ -47,13 +52,13 @@ def extract(images: Path, out: Path, *, checkpoint: Optional[Path] = None, pca: 
     if out.exists() and out.is_dir():
         raise UsageError(f"--out {out}: is a folder; give the feature file to write, e.g. features.h5")
     run_dir = out.parent / (out.name + PARTS_SUFFIX)
-    ctx, loaded = _loaded(checkpoint, preset, overrides, device, run_dir, distributed, mode)
+    ctx, loaded = _loaded(checkpoint, preset, overrides, device, run_dir, distributed, mode, engine)
     target = out
     if ctx.group_size > 1:
         keep = ex.image_shard(names, ctx.rank, ctx.group_size)
         paths, names = [paths[i] for i in keep], [names[i] for i in keep]
         target = run_dir / f"rank{ctx.rank}.h5"
-    extractor, settings, pca_id = make_extractor(loaded.cfg, loaded.network, pca)
+    extractor, settings, pca_id = make_extractor(loaded.cfg, loaded.network, pca, ctx)
     identity = {"model": "delf", "checkpoint": file_digest(checkpoint), "pca": pca_id}
     report = ex.extract_to_store(extractor, paths, names, target, attrs=identity, overwrite=overwrite,
                                  progress=progress if ctx.rank == 0 else None)
@@ -121,8 +126,8 @@ def build_index(features: Path, out: Path, *, preset: Optional[str] = None, over
 def query(index: Path, *, features: Optional[Path] = None, images: Sequence[Path] = (), out: Path,
           checkpoint: Optional[Path] = None, preset: Optional[str] = None, overrides: Iterable[str] = (),
           device: Optional[str] = None, top: Optional[int] = None, verify: Optional[str] = None,
-          progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
-    """Rank the index for query features (a feature file) or query images (extracted first)."""
+          progress: Optional[Callable[[int, int], None]] = None, engine: str = "mindspore") -> Dict[str, Any]:
+    """Rank the index for query features (a feature file) or query images (extracted first, on ``engine``)."""
     from geocli.models.delf import index as idx
 
     if bool(features) == bool(images):
@@ -144,8 +149,8 @@ def query(index: Path, *, features: Optional[Path] = None, images: Sequence[Path
     else:
         from geocli.models.delf.tasks import extract_queries, make_extractor
 
-        ctx, loaded = _loaded(checkpoint, preset, overrides, device, out)
-        extractor, _, _ = make_extractor(loaded.cfg, loaded.network)
+        ctx, loaded = _loaded(checkpoint, preset, overrides, device, out, engine=engine)
+        extractor, _, _ = make_extractor(loaded.cfg, loaded.network, ctx=ctx)
         names, queries = extract_queries(extractor, images)
         ctx.log.close()
     dims = {q["descriptors"].shape[1] for q in queries if len(q["descriptors"])}

@@ -46,19 +46,41 @@ def step_logger(log, label: str, every_seconds: float = 10.0):
     return progress
 
 
-def make_extractor(cfg: Mapping[str, Any], network, pca_dir: Optional[Path] = None):
+#: Image side of the ONNX export behind ``--engine onnxruntime``: its batch and image axes are freed
+#: (:mod:`geocli.runtime.onnx_axes`), so the size only has to be cheap to export and check.
+ENGINE_EXPORT_SIZE = 64
+
+
+def extraction_network(cfg: Mapping[str, Any], network, engine: str = "mindspore", *,
+                       checkpoint: Optional[Path] = None, cache_dir: Optional[Path] = None,
+                       threads: Optional[int] = None):
+    """What the extractor runs for a MindSpore ``network``: on ``mindspore`` a BatchNorm-folded copy
+    (:func:`geocli.runtime.engine.inference_network`); on ``onnxruntime`` the network's ONNX export with
+    its batch and image size left free, one file for every canvas of the pyramid (checked at two sizes
+    against the network, cached next to ``checkpoint``)."""
+    from geocli import registry
+    from geocli.runtime import engine as engines
+
+    backend = registry.load_backend("delf")
+    if engines.check(engine) == "mindspore":
+        return engines.inference_network(backend, cfg, network)
+    export_cfg = {**cfg, "export": {"batch": 1, "size": ENGINE_EXPORT_SIZE}}
+    return engines.runner(engine, backend, export_cfg, network, checkpoint=checkpoint, cache_dir=cache_dir,
+                          threads=threads, free_axes=(0, 2, 3))
+
+
+def make_extractor(cfg: Mapping[str, Any], network, pca_dir: Optional[Path] = None, ctx=None):
     """An :class:`~.extract.Extractor` for the config's ``extract`` settings (``pca_dir`` overrides).
-    A MindSpore network is run as a BatchNorm-folded copy (:func:`geocli.runtime.engine.inference_network`);
-    anything else (an onnxruntime wrapper, a test double) as it is."""
+    A MindSpore network runs on ``ctx.engine`` (:func:`extraction_network`; MindSpore without a ``ctx``);
+    anything else (a test double) as it is."""
     from mindspore import nn
 
-    from geocli import registry
     from geocli.models.delf import extract as ex
     from geocli.models.delf.pca import load_pca
-    from geocli.runtime.engine import inference_network
 
     if isinstance(network, nn.Cell):
-        network = inference_network(registry.load_backend("delf"), cfg, network)
+        network = extraction_network(cfg, network, getattr(ctx, "engine", "mindspore"),
+                                     checkpoint=getattr(ctx, "checkpoint", None))
 
     settings = ex.settings(cfg)
     pca_dir = pca_dir if pca_dir is not None else settings["pca"]
@@ -98,7 +120,7 @@ class DelfTasks:
 
         if len(inputs) != 2:
             raise UsageError(f"geoloc match delf takes exactly two images, got {len(inputs)}")
-        extractor, settings, _ = make_extractor(cfg, network)
+        extractor, settings, _ = make_extractor(cfg, network, ctx=ctx)
         images = [ex.read_image(Path(p)) for p in inputs]
         feats = [extractor.extract(image) for image in images]
         result = match_features(feats[0].locations, feats[0].descriptors, feats[1].locations,
@@ -124,7 +146,7 @@ class DelfTasks:
         settings = idx.settings({**idx.settings(cfg), **{k: v for k, v in options.items() if k in idx.DEFAULTS}})
         top = int(top_k or settings["top"])
         local = idx.load_index(index)
-        extractor, _, _ = make_extractor(cfg, network)
+        extractor, _, _ = make_extractor(cfg, network, ctx=ctx)
         names, queries = extract_queries(extractor, inputs)
         results = idx.query_index(local, queries, settings)
         files = idx.write_results(Path(out_dir), names, local.names, results, top,
