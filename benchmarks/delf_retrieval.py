@@ -1,9 +1,9 @@
-"""DELF speed: extraction images/s (MindSpore vs a PyTorch twin, and the three padding modes), seconds
-per query on a 5,000-image index, and build time / memory of a 1 M-vector faiss index.
+"""DELF speed: extraction images/s (MindSpore and onnxruntime vs a PyTorch twin, and the three padding
+modes), seconds per query on a 5,000-image index, and build time / memory of a 1 M-vector faiss index.
 
     python benchmarks/delf_retrieval.py                    # everything (about 15 min on 2 idle cores)
     python benchmarks/delf_retrieval.py --only extract     # or: query, build
-    python benchmarks/delf_retrieval.py --only extract --images 2 --side 1024
+    python benchmarks/delf_retrieval.py --only extract --images 2 --side 1024 --pads bucket,none
     python benchmarks/delf_retrieval.py --only query --ann ivf-pq,ivf --nprobe 8,16 --refine 1,2,4
 
 Extraction runs the untrained DELF extraction network (the speed does not depend on the weights) on
@@ -97,27 +97,39 @@ def _torch_twin():
     return run
 
 
-def bench_extract(n_images: int, side: int, pads) -> None:
+def bench_extract(n_images: int, side: int, pads, engines) -> None:
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
     from geocli import api
     from geocli.models.delf import extract as ex
+    from geocli.models.delf.tasks import extraction_network
 
     images = _images(n_images, side)
-    api._context(__import__("pathlib").Path("/tmp/geoloc-bench-delf"), None, "graph", 0, None, quiet=True,
-                 distributed=False)
+    api._context(Path("/tmp/geoloc-bench-delf"), None, "graph", 0, None, quiet=True, distributed=False)
     loaded = api.load_model("delf", None)
     rates = {}
-    for pad in pads:
-        extractor = ex.Extractor(loaded.network, ex.settings({**loaded.cfg["extract"], "pad": pad}))
-        start = time.perf_counter()
-        extractor.extract(images[0])  # compiles one graph per canvas shape
-        compile_s = time.perf_counter() - start
-        start = time.perf_counter()
-        n_feats = [len(extractor.extract(image).scores) for image in images]
-        seconds = time.perf_counter() - start
-        rates[pad] = n_images / seconds
-        print(f"extract MindSpore pad={pad:<6} {side}x{side * 3 // 4}: {rates[pad]:.3f} images/s "
-              f"({seconds / n_images:.2f} s/image, first image incl. compile {compile_s:.1f} s, "
-              f"{len(extractor.shapes)} graphs, {np.mean(n_feats):.0f} features/image)")
+    for engine in engines:
+        if engine == "onnxruntime" and not all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")):
+            print("extract onnxruntime: skipped (pip install onnx onnxruntime)")
+            continue
+        start = time.perf_counter()  # as make_extractor runs it: folded on MindSpore, exported on onnxruntime
+        network = extraction_network(loaded.cfg, loaded.network, engine,
+                                     cache_dir=Path(tempfile.mkdtemp(prefix="bench-delf-onnx-")))
+        prepare_s = time.perf_counter() - start
+        for pad in pads:
+            extractor = ex.Extractor(network, ex.settings({**loaded.cfg["extract"], "pad": pad}))
+            start = time.perf_counter()
+            extractor.extract(images[0])  # MindSpore compiles one graph per canvas shape
+            first_s = time.perf_counter() - start
+            start = time.perf_counter()
+            n_feats = [len(extractor.extract(image).scores) for image in images]
+            seconds = time.perf_counter() - start
+            rates[(engine, pad)] = n_images / seconds
+            print(f"extract {engine:<11} pad={pad:<6} {side}x{side * 3 // 4}: {rates[(engine, pad)]:.3f} images/s "
+                  f"({seconds / n_images:.2f} s/image; fold or export {prepare_s:.1f} s, first image {first_s:.1f} s, "
+                  f"{len(extractor.shapes)} canvases, {np.mean(n_feats):.0f} features/image)")
     try:
         twin = _torch_twin()
     except ImportError as exc:
@@ -129,8 +141,9 @@ def bench_extract(n_images: int, side: int, pads) -> None:
     for image in images:
         extractor.extract(image)
     rate = n_images / (time.perf_counter() - start)
-    ratio = f", MindSpore/PyTorch {rates['bucket'] / rate:.2f}" if "bucket" in rates else ""
-    print(f"extract PyTorch twin pad=bucket: {rate:.3f} images/s{ratio}")
+    ratios = ", ".join(f"{engine}/PyTorch {rates[(engine, 'bucket')] / rate:.2f}x"
+                       for engine in engines if (engine, "bucket") in rates)
+    print(f"extract PyTorch twin pad=bucket: {rate:.3f} images/s" + (f" ({ratios})" if ratios else ""))
 
 
 def _exact_neighbours(data, n_queries: int, per_query: int, k: int):
@@ -243,6 +256,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--side", type=int, default=1024)
     parser.add_argument("--pads", default="bucket,port,none")
+    parser.add_argument("--engines", default="mindspore,onnxruntime", help="extraction engines (comma-separated)")
     parser.add_argument("--db-images", type=int, default=5000)
     parser.add_argument("--features", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=20)
@@ -267,7 +281,7 @@ def main() -> None:
         import_faiss().omp_set_num_threads(args.threads)
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start")
     if args.only in (None, "extract"):
-        bench_extract(args.images, args.side, args.pads.split(","))
+        bench_extract(args.images, args.side, args.pads.split(","), args.engines.split(","))
     if args.only in (None, "query"):
         nprobes = [int(n) for n in args.nprobe.split(",")] if args.nprobe else [None]
         bench_query(args.db_images, args.features, args.queries, args.verify, args.ann.split(","), nprobes,

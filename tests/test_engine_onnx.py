@@ -155,3 +155,9 @@ def test_delf_extraction_on_onnxruntime_matches_mindspore(cli, tmp_path):
         np.testing.assert_array_equal(got["locations"][order_g], want["locations"][order_w])
         assert float(np.abs(got["scores"][order_g] - want["scores"][order_w]).max()) <= BOUND
         assert float(np.abs(got["descriptors"][order_g] - want["descriptors"][order_w]).max()) <= BOUND
+    # `geoloc match delf --engine onnxruntime` reaches the same extractor, and reuses the cached file
+    match = cli("match", "delf", tmp_path / "img" / "square.png", tmp_path / "img" / "wide.png", "--checkpoint", path,
+                "--engine", "onnxruntime", "--set", "extract.score_threshold=0", "--out", tmp_path / "match")
+    assert match.exit_code == 0, match.output + str(match.stderr)
+    assert (tmp_path / "match" / "match.png").is_file()
+    assert len(list((path.parent / "onnx").glob("*.onnx"))) == 1

@@ -11,6 +11,7 @@ accelerator but 660 MB of weights and momentum on a shared CPU). Inference is th
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -81,11 +82,9 @@ def _onnxruntime(opts: Options) -> Bench:
     from geocli import config, registry
     from geocli.models.delf.tasks import extraction_network
 
-    try:
-        import onnxruntime  # noqa: F401
-        import onnx  # noqa: F401  (frees the export's axes)
-    except ImportError as exc:
-        raise Unavailable(f"{exc.name} is not installed: pip install onnx onnxruntime") from None
+    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:  # onnx frees the export's axes
+        raise Unavailable(f"{' and '.join(missing)} not installed: pip install onnx onnxruntime")
     cfg = config.load_preset("delf", "default")
     images, _ = _batches(opts)
     run = extraction_network(cfg, registry.load_backend("delf").build_network(cfg), "onnxruntime",
