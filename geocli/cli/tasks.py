@@ -226,14 +226,16 @@ def retrieve(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, ou
 
 def match(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
           set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
-          threads: ThreadsOpt = None) -> None:
+          threads: ThreadsOpt = None, engine: EngineOpt = "mindspore") -> None:
     """Match an image pair with MODEL (e.g. optical/SAR patches with SDNet, local features with DELF).
 
     Examples:
 
       geoloc match MODEL image1.png image2.png --checkpoint runs/.../checkpoints/last.ckpt
+
+      geoloc match delf image1.jpg image2.jpg --checkpoint CKPT --engine onnxruntime
     """
-    _infer("match", model, inputs, checkpoint, out, set_, device, mode, threads, {})
+    _infer("match", model, inputs, checkpoint, out, set_, device, mode, threads, {}, engine)
 
 
 #: task -> generic command function (model name first); see geocli.cli.plugins.model_command.

@@ -38,16 +38,25 @@ def check(engine: str) -> str:
     return name
 
 
-def supported(backend) -> Sequence[str]:
-    """Engines a backend runs its inference on (its ``engines`` attribute; MindSpore by default)."""
+#: Tasks a backend's ``engines`` apply to unless it lists its own in ``engine_tasks``.
+ENGINE_TASKS: Tuple[str, ...] = ("eval", "retrieve")
+
+
+def supported(backend, task: str = "") -> Sequence[str]:
+    """Engines a backend runs its inference on (its ``engines`` attribute; MindSpore by default); a
+    ``task`` outside the backend's ``engine_tasks`` (eval and retrieve by default) runs on MindSpore only,
+    so ``--engine`` is never accepted and then ignored."""
+    if task and task not in getattr(backend, "engine_tasks", ENGINE_TASKS):
+        return (DEFAULT,)
     return tuple(getattr(backend, "engines", (DEFAULT,)))
 
 
 def require(backend, engine: str, task: str) -> str:
     """Refuse an engine the backend's ``task`` does not run on, with the engines it does run on."""
     name = check(engine)
-    if name not in supported(backend):
-        raise UsageError(f"--engine {name}: {backend.name} {task} runs on {', '.join(supported(backend))} only")
+    engines = supported(backend, task)
+    if name not in engines:
+        raise UsageError(f"--engine {name}: {backend.name} {task} runs on {', '.join(engines)} only")
     return name
 
 

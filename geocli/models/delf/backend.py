@@ -76,6 +76,7 @@ class DelfBackend(DelfTasks, Backend):
     fold_batchnorm = True  # extraction runs a BatchNorm-folded copy (geocli.nets.fold)
     # extraction (eval, match, retrieve and its extract/query) runs on either: tasks.extraction_network
     engines = ("mindspore", "onnxruntime")
+    engine_tasks = ("eval", "retrieve", "match")
 
     def __init__(self, spec):
         super().__init__(spec)
