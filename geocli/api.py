@@ -118,8 +118,8 @@ def load_model(model: str, checkpoint: Optional[Path], *, preset: Optional[str] 
     if checkpoint is not None:
         params, meta = ckpt.load(checkpoint)
         _check_model(meta, spec.name, checkpoint)
-    if meta.get("config") and config_file is None:
-        cfg = cfgmod.apply_overrides(meta["config"], overrides)
+    if meta.get("config") and config_file is None:  # keys added to the model since: its defaults
+        cfg = cfgmod.apply_overrides(cfgmod.with_defaults(meta["config"], cfgmod.load_preset(spec.name)), overrides)
     else:
         cfg = cfgmod.resolve(spec.name, preset or meta.get("preset") or spec.default_preset, config_file, overrides)
     network = backend.build_network(cfg)

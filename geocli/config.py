@@ -104,6 +104,22 @@ def merge(base: Config, update: Config, where: str, prefix: str = "") -> Config:
     return out
 
 
+def with_defaults(cfg: Config, defaults: Config) -> Config:
+    """A copy of ``cfg`` with every key it lacks taken from ``defaults`` (recursively); its own values win.
+
+    A checkpoint stores the config it was trained with, which lacks the keys added to the model since
+    (e.g. DELF's ``export`` section). Without them ``--set export.size=...`` would be refused as unknown.
+    Filled from the model's ``default.yaml``, whose values for a new key keep the earlier behaviour, as
+    the backends' own fallbacks (``cfg["model"].get("width", 1.0)``) do."""
+    out = copy.deepcopy(cfg)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = with_defaults(out[key], value)
+    return out
+
+
 def available_presets(model: str) -> List[str]:
     from geocli.registry import list_presets
 

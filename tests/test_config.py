@@ -75,3 +75,21 @@ def test_dump_round_trip(tmp_path):
     import yaml
 
     assert yaml.safe_load(path.read_text()) == cfg
+
+
+def test_a_checkpoint_config_gets_the_keys_added_since(tmp_path):
+    """A checkpoint stores the config it was trained with; keys added to the model later come from its
+    default.yaml (so --set reaches them), while every stored value wins over the defaults."""
+    from geocli import api, registry
+    from geocli.runtime import checkpoint as ckpt
+
+    stored = config.load_preset("toy")
+    stored["data"]["n_train"] = 100
+    stored["optim"].pop("clip")
+    del stored["model"]  # as if written before model.dropout existed
+    net = registry.load_backend("toy").build_network(config.load_preset("toy"))
+    path = ckpt.save(tmp_path / "old.ckpt", net, meta={"model": "toy", "preset": "default", "config": stored})
+    loaded = api.load_model("toy", path, overrides=["model.dropout=0.0", "optim.clip=2.0"])
+    assert loaded.cfg["model"] == {"dropout": 0.0} and loaded.cfg["optim"]["clip"] == 2.0
+    assert loaded.cfg["data"]["n_train"] == 100
+    assert config.with_defaults({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}, "d": 4}) == {"a": {"b": 1, "c": 3}, "d": 4}

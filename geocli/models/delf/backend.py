@@ -93,15 +93,11 @@ class DelfBackend(DelfTasks, Backend):
         """The extraction network's input, as the port's ``export.py`` fixes it: ``export.batch`` canvases
         (7, one per scale) of 3 x ``export.size`` x ``export.size`` (2048), NCHW float32 normalised. Outputs:
         ``prob`` (N, 1, h, w), the attention scores, and ``block3`` (N, 1024, h, w), the local features, with
-        h = w = size / 32 (64 at 2048). An exported graph has this one input shape: extraction at other
-        canvas sizes needs an export per size."""
+        h = w = size / 32 (64 at 2048). An exported graph has this one input shape; the onnxruntime engine
+        frees it (:func:`geocli.models.delf.tasks.extraction_network`)."""
         import numpy as np
 
-        from geocli.config import load_preset
-
-        # a checkpoint written before the export section existed stores a config without it: the defaults
-        # then come from the shipped preset, not from a second copy of them here
-        e = {**load_preset("delf")["export"], **(cfg.get("export") or {})}
+        e = cfg["export"]  # a checkpoint's older config gets the section from default.yaml (api.load_model)
         batch, size = int(e["batch"]), int(e["size"])
         if batch < 1 or size < 32:
             raise ConfigError(f"export.batch {batch} / export.size {size}: need at least 1 image of 32 px")
