@@ -1,6 +1,5 @@
 """The one training loop: learning, resume equality, checkpoints, schedules, multiple optimizers."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -72,7 +71,7 @@ def test_resume_with_more_steps_continues_on_the_longer_schedule(tmp_path):
     table at step 20)."""
     api.train("toy", out=tmp_path / "short", quiet=True, overrides=["train.steps=20"])
     longer = api.train("toy", out=tmp_path / "short", resume="auto", quiet=True, overrides=["train.steps=40"])
-    fresh = api.train("toy", out=tmp_path / "fresh", quiet=True, overrides=["train.steps=40"])
+    api.train("toy", out=tmp_path / "fresh", quiet=True, overrides=["train.steps=40"])
     assert longer.step == 40
     resumed_lr, fresh_lr = logged_lr(tmp_path / "short"), logged_lr(tmp_path / "fresh")
     assert resumed_lr[20] < fresh_lr[20]  # the short run had decayed further by step 20 ...

@@ -57,13 +57,14 @@ def _geoloc(opts: Options) -> Bench:
     o, lc = cfg["optim"], cfg["loss"]
     net = build_net(cfg, CLASSES, training=True)
     main = [p for p in net.trainable_params() if p.name != "centers"]
-    loss = CReIDLoss(net, K, margin=lc["margin"], epsilon=lc["label_smoothing"], center_weight=lc["center_weight"],
-                     weight_decay=o["weight_decay"], decayed=main)
+    loss = CReIDLoss(net, K, margin=lc["margin"], epsilon=lc["label_smoothing"], center_weight=lc["center_weight"])
+
     def forward(images, labels):  # a def, not a lambda: MindSpore's graph parser needs it on its own line
         return loss(images, labels)
 
-    plan = TrainPlan(network=net, forward=forward, loss_names=["xent", "triplet", "center", "centroid", "l2"],
-                     optimizers=[OptimizerSpec("main", main, kind="adam", lr=o["lr"]),
+    plan = TrainPlan(network=net, forward=forward, loss_names=["xent", "triplet", "center", "centroid"],
+                     optimizers=[OptimizerSpec("main", main, kind="adam", lr=o["lr"], weight_decay=o["weight_decay"],
+                                               decay_all=True),
                                  OptimizerSpec("center", [net.centers], kind="sgd", lr=o["center_lr"])],
                      data=IndexedSource(1, 1, lambda idx, seed: (), drop_last=False), steps=10**6)
     trainer = Trainer(plan, RunContext(run_dir=Path(tempfile.mkdtemp(prefix="twin-creid-"))))

@@ -77,6 +77,9 @@ class OptimizerSpec:
     lr: float = 1e-3
     schedule: Schedule = field(default_factory=Schedule)
     weight_decay: float = 0.0
+    # coupled weight decay on every parameter of the group, BatchNorm gamma/beta included (as
+    # torch.optim.Adam's weight_decay); False keeps MindSpore's default, which skips names with gamma/beta
+    decay_all: bool = False
     clip: Optional[Clip] = None
     loss: str = "total"
     grad_scale: float = 1.0  # multiply this group's gradients (Centroids-ReID: 1 / centre_loss_weight)

@@ -113,11 +113,12 @@ class CReIDBackend(Backend):
         main = [q for q in net.trainable_params() if q.name != "centers"]
         loss = CReIDLoss(net, k, margin=lc["margin"], epsilon=lc["label_smoothing"], center_weight=lc["center_weight"],
                          xent_weight=lc["xent_weight"], triplet_weight=lc["triplet_weight"],
-                         centroid_weight=lc["centroid_weight"], weight_decay=o["weight_decay"], decayed=main)
+                         centroid_weight=lc["centroid_weight"])
         # The learning rate is given as the per-step array (epoch-wise warm-up and milestones); the shared
-        # schedule then stays constant. Weight decay is in the loss (see CReIDLoss), not the optimizer.
+        # schedule then stays constant. Coupled L2 on every parameter, BatchNorm's included, as the reference.
         optimizers = [
             OptimizerSpec("main", main, kind="adam", lr=lr_per_step(cfg, per_epoch, steps), schedule=Schedule(),
+                          weight_decay=o["weight_decay"], decay_all=True,
                           options={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
             # plain SGD; the 1 / center_weight gradient scale is built into the loss (weighted_center_loss)
             OptimizerSpec("center", [net.centers], kind="sgd", lr=float(o["center_lr"])),
@@ -129,7 +130,7 @@ class CReIDBackend(Backend):
         meta = {"preprocessing": preprocessing(cfg), "n_classes": ds.n_classes, "label_pids": ds.label_pids,
                 "steps_per_epoch": per_epoch, "dataset": ds.summary()}
         evaluate = self._eval_hook(cfg, data, net) if t["eval_every"] else None
-        return TrainPlan(network=net, forward=forward, loss_names=["xent", "triplet", "center", "centroid", "l2"],
+        return TrainPlan(network=net, forward=forward, loss_names=["xent", "triplet", "center", "centroid"],
                          optimizers=optimizers, data=source, steps=steps, evaluate=evaluate,
                          eval_every=t["eval_every"], log_every=t["log_every"], checkpoint_every=t["checkpoint_every"],
                          keep_checkpoints=t["keep_checkpoints"], meta=meta)

@@ -86,30 +86,20 @@ def centroid_triplet(x, labels, k: int, margin: float):
 
 
 class CReIDLoss(nn.Cell):
-    """All terms of one batch: ``(total, xent, triplet, center, centroid, l2)``.
+    """All terms of one batch: ``(total, xent, triplet, center, centroid)``.
 
-    ``center`` is already weighted (as the reference logs it); ``l2`` is the coupled weight decay
-    written as a loss term, ``weight_decay / 2 * sum(p^2)`` over ``decayed`` parameters, whose gradient
-    ``weight_decay * p`` is exactly what ``torch.optim.Adam(weight_decay=...)`` adds to every gradient.
-    (MindSpore's Adam would skip BatchNorm gamma/beta unless given parameter groups, which the shared
-    trainer does not build; the reference decays every trainable parameter.)"""
+    ``center`` is already weighted (as the reference logs it). The coupled weight decay is not a loss
+    term: the optimizer adds it (``OptimizerSpec.decay_all``), as ``torch.optim.Adam(weight_decay=...)``
+    does in the reference, whose logged loss does not include it either."""
 
     def __init__(self, network, k: int, *, margin: float = 0.5, epsilon: float = 0.1,
                  center_weight: float = 5e-4, xent_weight: float = 1.0, triplet_weight: float = 1.0,
-                 centroid_weight: float = 1.0, weight_decay: float = 0.0, decayed=()):
+                 centroid_weight: float = 1.0):
         super().__init__(auto_prefix=False)
         self.network = network
         self.k, self.margin, self.epsilon = int(k), float(margin), float(epsilon)
         self.center_weight, self.xent_weight = float(center_weight), float(xent_weight)
         self.triplet_weight, self.centroid_weight = float(triplet_weight), float(centroid_weight)
-        self.weight_decay = float(weight_decay)
-        self.decayed = list(decayed)
-
-    def l2(self):
-        total = 0.0
-        for p in self.decayed:
-            total = total + ops.sum(p * p)
-        return total * (0.5 * self.weight_decay)
 
     def construct(self, images, labels):
         feat, bn, logits = self.network(images)
@@ -117,5 +107,4 @@ class CReIDLoss(nn.Cell):
         triplet = batch_hard_triplet(feat, labels, self.margin) * self.triplet_weight
         center = weighted_center_loss(feat, labels, self.network.centers, self.center_weight)
         centroid = centroid_triplet(feat, labels, self.k, self.margin) * self.centroid_weight
-        l2 = self.l2() if self.weight_decay > 0 else ops.zeros((), feat.dtype)
-        return xent + triplet + center + centroid + l2, xent, triplet, center, centroid, l2
+        return xent + triplet + center + centroid, xent, triplet, center, centroid
