@@ -20,10 +20,16 @@ def _params(path):
 
 
 def test_two_msrun_workers_equal_one_process_on_the_concatenated_batches(cli, tmp_path, ranks_agree):
+    """The real data-parallel path (msrun, mccl, DATA_PARALLEL, gradients_mean) through `geoloc train`: the
+    ranks agree with each other and with one process on the whole batch; msrun's lines are streamed and
+    its logs kept. (It replaced a bare-MindSpore DP script in test_launch.py that checked the same.)"""
     steps = ["--set", "train.steps=12", "--set", "train.checkpoint_every=0"]
     dist = cli("train", "toy", "--out", tmp_path / "dist", "--distributed", "--workers", 2,
                "--set", "train.batch_size=8", *steps)
     assert dist.exit_code == 0, dist.output + dist.stderr
+    assert "worker_0.log" in dist.output  # msrun's start lines were streamed
+    logs = tmp_path / "dist" / "logs" / "msrun"
+    assert (logs / "msrun.log").is_file() and (logs / "worker_1.log").is_file()
     single = cli("train", "toy", "--out", tmp_path / "single", "--set", "train.batch_size=16", *steps)
     assert single.exit_code == 0, single.output + single.stderr
 

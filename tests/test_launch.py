@@ -1,7 +1,6 @@
 """Launch helpers: command building, flag stripping, dry-run text, and real msrun / rank-table runs."""
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -9,7 +8,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from geocli.errors import LaunchError, UsageError
@@ -17,46 +15,6 @@ from geocli.runtime import launch
 
 
 needs_msrun = pytest.mark.skipif(not launch.msrun_available(), reason="msrun (installed with MindSpore) not found")
-
-#: A standalone data-parallel script: 2-layer net, fixed init, global batch 8 split over the ranks.
-#: Run under msrun it trains its shard with mccl + DATA_PARALLEL + gradients_mean; run plainly it
-#: trains the whole batch. Both must end with the same parameters.
-DP_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    import numpy as np
-    import mindspore as ms
-    from mindspore import nn
-    from geocli.runtime.launch import worker_env_rank
-
-    out = sys.argv[1]
-    info = worker_env_rank()
-    ms.set_device("CPU")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    rank, size = 0, 1
-    if info is not None:
-        from mindspore.communication import get_group_size, get_rank, init
-        init()  # msrun's scheduler never returns from here
-        rank, size = get_rank(), get_group_size()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
-    ms.set_seed(1)
-    rng = np.random.default_rng(0)
-    w1 = rng.standard_normal((6, 4)).astype(np.float32)
-    w2 = rng.standard_normal((1, 6)).astype(np.float32)
-    x = rng.standard_normal((8, 4)).astype(np.float32)
-    y = rng.standard_normal((8, 1)).astype(np.float32)
-    net = nn.SequentialCell(nn.Dense(4, 6, weight_init=ms.Tensor(w1)), nn.Tanh(),
-                            nn.Dense(6, 1, weight_init=ms.Tensor(w2)))
-    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.SGD(net.trainable_params(), 0.1))
-    lo, hi = rank * 8 // size, (rank + 1) * 8 // size
-    for _ in range(6):
-        step(ms.Tensor(x[lo:hi]), ms.Tensor(y[lo:hi]))
-    name = "single" if info is None else f"rank{rank}"
-    params = np.concatenate([p.asnumpy().ravel() for p in net.trainable_params()])
-    np.save(os.path.join(out, name + ".npy"), params)
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        json.dump({"info": None if info is None else info.__dict__, "rank": rank, "size": size,
-                   "init": np.concatenate([w1.ravel(), np.zeros(6), w2.ravel(), np.zeros(1)]).tolist()}, f)
-""")
 
 FAIL_SCRIPT = textwrap.dedent("""
     import mindspore as ms
@@ -162,36 +120,6 @@ def _script(tmp_path, text, name):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-@needs_msrun
-def test_msrun_two_workers_train_like_one_process_on_the_whole_batch(tmp_path):
-    script = _script(tmp_path, DP_SCRIPT, "dp.py")
-    out = tmp_path / "out"
-    out.mkdir()
-    plain_env = {k: v for k, v in os.environ.items() if not k.startswith(("MS_", "RANK_", "OMPI_"))}
-    single = subprocess.Popen([sys.executable, str(script), str(out)], env=plain_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    cmd = launch.msrun_command([sys.executable, str(script), str(out)], workers=2, master_port=launch.find_free_port(),
-                               log_dir=tmp_path / "logs", cluster_timeout=30)
-    echoed = []
-    try:
-        launch.run_msrun(cmd, tmp_path / "logs", timeout=110, echo=echoed.append)
-    finally:
-        single_out = single.communicate(timeout=110)[0]
-    assert single.returncode == 0, single_out
-
-    ranks = [np.load(out / f"rank{r}.npy") for r in (0, 1)]
-    alone = np.load(out / "single.npy")
-    meta = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [(m["rank"], m["size"]) for m in meta] == [(0, 2), (1, 2)]
-    assert [m["info"]["rank"] for m in meta] == [0, 1]  # worker_env_rank agrees with get_rank()
-    assert {m["info"]["launcher"] for m in meta} == {"msrun"}
-    assert np.abs(alone - np.array(meta[0]["init"], dtype=np.float32)).max() > 1e-3  # it really trained
-    np.testing.assert_allclose(ranks[0], ranks[1], atol=1e-5)
-    np.testing.assert_allclose(ranks[0], alone, atol=1e-5)
-    assert any("worker_0.log" in line for line in echoed)  # msrun's start lines were streamed
-    assert (tmp_path / "logs" / "msrun.log").is_file() and (tmp_path / "logs" / "worker_1.log").is_file()
 
 
 @needs_msrun
