@@ -39,27 +39,6 @@ def test_grad_scale_and_clip_compile_and_compute(graph_ctx):
     np.testing.assert_allclose(clipped[1].asnumpy(), [0.3, 0.4], rtol=1e-6)
 
 
-def test_global_norm_clip_equals_mindspore_s(graph_ctx):
-    """The global-norm clip (square sums as dot products, for speed) gives ops.clip_by_global_norm's
-    result, clipping or not, on tensors of several ranks."""
-    import mindspore as ms
-    from mindspore import ops
-
-    from geocli.runtime.optim import make_clipper
-
-    rng = np.random.default_rng(0)
-    a = ms.Tensor(rng.normal(size=(8, 3, 3, 3)).astype(np.float32))
-    b = ms.Tensor(rng.normal(size=(5,)).astype(np.float32))
-    norm = float(np.sqrt(sum(float((x.asnumpy().astype(np.float64) ** 2).sum()) for x in (a, b))))
-    for limit in (1.0, 2 * norm):  # clips, leaves alone
-        got = _jitted(make_clipper(Clip("global_norm", limit)))(a, b)
-        want = ops.clip_by_global_norm((a, b), limit)
-        for g, w in zip(got, want):
-            np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-5, atol=1e-7)
-    clipped = _jitted(make_clipper(Clip("global_norm", 1.0)))(a, b)
-    assert abs(np.sqrt(sum(float((c.asnumpy() ** 2).sum()) for c in clipped)) - 1.0) < 1e-5
-
-
 @pytest.mark.parametrize("decay_all", [False, True])
 def test_decay_all_reaches_batchnorm_parameters(graph_ctx, decay_all):
     """Coupled weight decay (Centroids-ReID's torch Adam): with ``decay_all`` every parameter, BatchNorm's
