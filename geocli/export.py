@@ -67,6 +67,16 @@ def check_onnx(path: Path, inputs: List[np.ndarray]) -> List[np.ndarray]:
     return list(session.run(None, feed))
 
 
+def parity(network, path: Path, fmt: str, inputs: List[np.ndarray]) -> float:
+    """Largest absolute difference between ``network`` and its exported file ``path`` (ONNX run in
+    onnxruntime, MINDIR reloaded in MindSpore) on ``inputs``. ImportError when onnxruntime is missing."""
+    import mindspore as ms
+
+    expected = _as_list(network(*[ms.Tensor(x) for x in inputs]))
+    got = check_onnx(path, inputs) if fmt == "onnx" else check_mindir(path, inputs)
+    return _max_diff(expected, got)
+
+
 def require_format(fmt: str, device: str):
     """(MindSpore format name, file suffix) of ``fmt``; AIR only on Ascend, refused with the reason."""
     if fmt not in FORMATS:
@@ -91,7 +101,6 @@ def export_network(network, inputs: List[np.ndarray], fmt: str, out: Path, *, de
     path.parent.mkdir(parents=True, exist_ok=True)
     network.set_train(False)
     tensors = [ms.Tensor(x) for x in inputs]
-    expected = _as_list(network(*tensors))
     stem = path.with_suffix("")
     try:
         ms.export(network, *tensors, file_name=str(stem), file_format=file_format)
@@ -101,14 +110,10 @@ def export_network(network, inputs: List[np.ndarray], fmt: str, out: Path, *, de
         raise GeolocError(f"{file_format} export wrote no {path}")
     if not check or fmt == "air":
         return ExportResult(path, fmt, None, "not checked")
-    if fmt == "onnx":
-        try:
-            got = check_onnx(path, inputs)
-        except ImportError:
-            return ExportResult(path, fmt, None, "onnxruntime not installed: pip install onnxruntime to check")
-    else:
-        got = check_mindir(path, inputs)
-    diff = _max_diff(expected, got)
+    try:
+        diff = parity(network, path, fmt, inputs)
+    except ImportError:
+        return ExportResult(path, fmt, None, "onnxruntime not installed: pip install onnxruntime to check")
     if not diff <= tolerance:
         raise GeolocError(f"{path}: exported graph differs from the network by {diff:.3g} (> {tolerance:g})")
     return ExportResult(path, fmt, diff)

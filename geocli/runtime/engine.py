@@ -272,15 +272,13 @@ def _export_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _free_and_check(cell, path: Path, inputs: List[np.ndarray], axes: Sequence[int], tolerance: float) -> None:
     """Free ``axes`` of the ONNX file and prove it on an input of other sizes along them."""
-    import mindspore as ms
-
-    from geocli.export import _as_list, _max_diff, check_onnx
+    from geocli.export import parity
     from geocli.runtime.onnx_axes import free_input_axes, grown
 
     free_input_axes(path, axes)
     other = grown(inputs, axes)
     try:
-        diff = _max_diff(_as_list(cell(*[ms.Tensor(x) for x in other])), check_onnx(path, other))
+        diff = parity(cell, path, "onnx", other)
     except Exception as exc:  # onnxruntime refusing the new sizes: a size is baked into the graph
         raise GeolocError(f"the exported graph does not run at other sizes along axes {list(axes)}: "
                           f"{str(exc).splitlines()[0]}") from None
