@@ -87,12 +87,17 @@ def tiny_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.shared
 @pytest.mark.skipif(not SHARED_GT.is_dir(), reason=f"real Oxford5k ground truth not found at {SHARED_GT} "
                     "(only the team workspace has ../shared)")
-def test_eval_oxford5k_both_protocols_on_stand_in_images(cli, tmp_path, tiny_checkpoint):
+def test_eval_oxford5k_both_protocols_on_stand_in_images(cli, tmp_path, tiny_checkpoint, monkeypatch):
     import json
     import shutil
 
     from geocli.metrics.oxford import load_oxford_gt
     from geocli.metrics.retrieval import oxford_ap
+    from geocli.models.delf import tasks
+
+    built = []  # each evaluation folds (or exports) the network once, the PCA sample included
+    real = tasks.extraction_network
+    monkeypatch.setattr(tasks, "extraction_network", lambda *a, **k: built.append(1) or real(*a, **k))
 
     data = tmp_path / "data" / "oxford5k"
     n_images = _stand_in_oxford(data, SHARED_GT)
@@ -101,6 +106,7 @@ def test_eval_oxford5k_both_protocols_on_stand_in_images(cli, tmp_path, tiny_che
               *TINY_SETS, "--set", "eval.pca_images=20", "--set", "retrieve.verify=20"]
     original = cli("eval", "delf", *common, "--out", tmp_path / "evals" / "original")
     assert original.exit_code == 0, original.output + str(original.stderr)
+    assert list((tmp_path / "evals").glob("delf-features-oxford5k-*/pca")) and len(built) == 1  # PCA fitted
     port = cli("eval", "delf", *common, "--protocol", "port", "--out", tmp_path / "evals" / "port")
     assert port.exit_code == 0, port.output + str(port.stderr)
 

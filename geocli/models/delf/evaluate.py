@@ -29,11 +29,11 @@ def _settings(cfg: Mapping[str, Any]) -> Dict[str, Any]:
             **{k: section.get(k, v) for k, v in EVAL_DEFAULTS.items()}}
 
 
-def _fit_sample_pca(cfg, network, evalset, cache: Path, identity: Dict[str, str], n_images: int, log,
-                    ctx=None) -> Path:
-    """Fit the PCA on raw (1024-d) features of ``n_images`` evenly spaced database images, once."""
+def _fit_sample_pca(cfg, runnable, evalset, cache: Path, identity: Dict[str, str], n_images: int, log) -> Path:
+    """Fit the PCA on raw (1024-d) features of ``n_images`` evenly spaced database images, once.
+    ``runnable``: what :func:`~geocli.models.delf.tasks.runnable_for` returned."""
     from geocli.models.delf.pca import MATRIX_FILE, fit_pca, save_pca
-    from geocli.models.delf.tasks import ensure_features, make_extractor
+    from geocli.models.delf.tasks import ensure_features, extractor_on
     from geocli.retrieval.store import FeatureStore
 
     folder = cache / "pca"
@@ -41,7 +41,7 @@ def _fit_sample_pca(cfg, network, evalset, cache: Path, identity: Dict[str, str]
         return folder
     picks = np.unique(np.linspace(0, len(evalset.db_names) - 1, min(n_images, len(evalset.db_names))).astype(int))
     names = [evalset.db_names[i] for i in picks]
-    extractor, _, _ = make_extractor({**cfg, "extract": {**cfg.get("extract", {}), "pca": None}}, network, ctx=ctx)
+    extractor, _, _ = extractor_on({**cfg, "extract": {**cfg.get("extract", {}), "pca": None}}, runnable)
     sample = cache / "pca-sample.h5"
     ensure_features(extractor, [evalset.db_paths[i] for i in picks], names, sample,
                     {**identity, "pca": "none"}, log, "PCA sample")
@@ -67,7 +67,8 @@ def run_evaluation(cfg: Mapping[str, Any], data, network, out_dir: Path, ctx) ->
     from geocli.models.delf import index as idx
     from geocli.models.delf import protocol as proto
     from geocli.models.delf.extract import settings as extract_settings
-    from geocli.models.delf.tasks import ensure_features, file_digest, make_extractor, read_features, step_logger
+    from geocli.models.delf.tasks import (ensure_features, extractor_on, file_digest, read_features,
+                                          runnable_for, step_logger)
     from geocli.retrieval.local import LocalIndex
     from geocli.runtime.runlog import default_logger
 
@@ -84,9 +85,11 @@ def run_evaluation(cfg: Mapping[str, Any], data, network, out_dir: Path, ctx) ->
     log.info(f"delf eval: {dataset} ({len(evalset.db_names)} images, {len(evalset.queries)} queries), "
              f"protocol {protocol}, features in {cache}")
 
-    pca_dir = extract_settings(cfg)["pca"] or _fit_sample_pca(cfg, network, evalset, cache, identity,
-                                                               int(ev["pca_images"]), log, ctx)
-    extractor, _, pca_id = make_extractor(cfg, network, Path(pca_dir), ctx)
+    # one folded copy or onnxruntime session (and its compiled canvases) for the PCA sample and the rest
+    runnable = runnable_for(cfg, network, ctx)
+    pca_dir = extract_settings(cfg)["pca"] or _fit_sample_pca(cfg, runnable, evalset, cache, identity,
+                                                               int(ev["pca_images"]), log)
+    extractor, _, pca_id = extractor_on(cfg, runnable, Path(pca_dir))
     identity = {**identity, "pca": pca_id}
     ensure_features(extractor, evalset.db_paths, evalset.db_names, cache / "database.h5", identity, log, "database")
 

@@ -73,19 +73,30 @@ def make_extractor(cfg: Mapping[str, Any], network, pca_dir: Optional[Path] = No
     """An :class:`~.extract.Extractor` for the config's ``extract`` settings (``pca_dir`` overrides).
     A MindSpore network runs on ``ctx.engine`` (:func:`extraction_network`; MindSpore without a ``ctx``);
     anything else (a test double) as it is."""
+    return extractor_on(cfg, runnable_for(cfg, network, ctx), pca_dir)
+
+
+def runnable_for(cfg: Mapping[str, Any], network, ctx=None):
+    """:func:`extraction_network` on ``ctx.engine`` for a MindSpore network; anything else as it is."""
     from mindspore import nn
 
+    if not isinstance(network, nn.Cell):
+        return network
+    return extraction_network(cfg, network, getattr(ctx, "engine", "mindspore"),
+                              checkpoint=getattr(ctx, "checkpoint", None))
+
+
+def extractor_on(cfg: Mapping[str, Any], runnable, pca_dir: Optional[Path] = None):
+    """:func:`make_extractor` on what :func:`extraction_network` returned, so that several extractors (with
+    and without a PCA, as ``geoloc eval delf`` needs) share one folded copy or one onnxruntime session, and
+    the folded copy's compiled canvases."""
     from geocli.models.delf import extract as ex
     from geocli.models.delf.pca import load_pca
-
-    if isinstance(network, nn.Cell):
-        network = extraction_network(cfg, network, getattr(ctx, "engine", "mindspore"),
-                                     checkpoint=getattr(ctx, "checkpoint", None))
 
     settings = ex.settings(cfg)
     pca_dir = pca_dir if pca_dir is not None else settings["pca"]
     pca = load_pca(pca_dir, settings["pca_dim"], settings["whiten"]) if pca_dir else None
-    return ex.Extractor(network, settings, pca), settings, (str(Path(pca_dir).resolve()) if pca_dir else "none")
+    return ex.Extractor(runnable, settings, pca), settings, (str(Path(pca_dir).resolve()) if pca_dir else "none")
 
 
 def extract_queries(extractor, sources: Sequence[Path]) -> Tuple[List[str], List[Dict[str, np.ndarray]]]:
