@@ -1,0 +1,180 @@
+"""How much faster MindSpore's CPU convolutions would run on oneDNN's blocked layout (issue 9).
+
+MindSpore 2.10's CPU Conv2D hands oneDNN plain NCHW memory, for which oneDNN picks im2col + GEMM;
+PyTorch lets oneDNN choose an 8-channel blocked layout and its direct AVX2 kernel (docs/performance.md,
+"What is still slow"). This script measures the difference inside a MindSpore graph: a custom op
+(`ops.Custom`, func_type "aot", `benchmarks/native/blocked_conv_op.cpp`) runs the same convolution through
+MindSpore's own libdnnl.so.3 with the format left to oneDNN and reorders at its edges, and is timed beside
+`nn.Conv2d` on single layers and on a VGG16 trunk (VIGOR's, without its SAFA head), with the outputs
+compared.
+
+    python benchmarks/blocked_conv.py                     # batch 8, 64 px, 2 threads, 15 rounds
+    python benchmarks/blocked_conv.py --batch 16 --size 112 --rounds 9
+
+Needs g++ and oneDNN's headers: the script downloads the `onednn-devel` wheel (headers only, about
+200 kB; `pip download --no-deps`) into ~/.cache/geoloc/bench and compiles the op there. The op is a
+measurement, not part of geoloc: it covers inference (no backward) of stride-1 'same' convolutions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "native" / "blocked_conv_op.cpp"
+HEADERS_WHEEL = "onednn-devel==2026.1.0"
+#: MindSpore's oneDNN is built with the threadpool runtime (dnnl_version()->cpu_runtime)
+THREADPOOL_RUNTIME = 8
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
+
+
+def mindspore_dnnl() -> Path:
+    import mindspore
+
+    lib = Path(mindspore.__file__).parent / "lib" / "libdnnl.so.3"
+    if not lib.is_file():
+        sys.exit(f"{lib}: MindSpore's oneDNN library not found")
+    version = ctypes.CDLL(str(lib))
+    version.dnnl_version.restype = ctypes.POINTER(_Version)
+    v = version.dnnl_version().contents
+    print(f"MindSpore's oneDNN: {v.major}.{v.minor}.{v.patch}, CPU runtime {v.cpu_runtime} "
+          f"({'threadpool' if v.cpu_runtime == THREADPOOL_RUNTIME else 'not the threadpool'})")
+    if v.major != 3 or v.cpu_runtime != THREADPOOL_RUNTIME:
+        sys.exit("this script expects oneDNN 3.x built with the threadpool runtime")
+    return lib
+
+
+def headers(cache: Path) -> Path:
+    """oneDNN's headers from the onednn-devel wheel, configured for a CPU-only threadpool build."""
+    include = cache / "include"
+    config = include / "oneapi" / "dnnl" / "dnnl_config.h"
+    if not config.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", HEADERS_WHEEL, "-d",
+                        str(cache)], check=True)
+        wheel = next(cache.glob("onednn_devel-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                inside = member.split("/data/include/", 1)
+                if len(inside) == 2 and inside[1] and not member.endswith("/"):
+                    target = (include / inside[1]).resolve()
+                    if include.resolve() not in target.parents:
+                        sys.exit(f"{wheel}: member {member} escapes {include}")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(archive.read(member))
+        text = config.read_text()
+        for name, value in (("DNNL_CPU_THREADING_RUNTIME", "DNNL_RUNTIME_THREADPOOL"),
+                            ("DNNL_CPU_RUNTIME", "DNNL_RUNTIME_THREADPOOL"),
+                            ("DNNL_GPU_RUNTIME", "DNNL_RUNTIME_NONE"), ("DNNL_GPU_VENDOR", "DNNL_VENDOR_NONE")):
+            text = re.sub(rf"^#define {name} \S+$", f"#define {name} {value}", text, flags=re.M)
+        text = re.sub(r"^#define DNNL_WITH_SYCL$", "/* #undef DNNL_WITH_SYCL */", text, flags=re.M)
+        config.write_text(text)
+    return include
+
+
+def build(cache: Path, lib: Path) -> Path:
+    if shutil.which("g++") is None:
+        sys.exit("g++ not found: install a C++ compiler (Debian: apt install g++)")
+    out = cache / "blocked_conv_op.so"
+    if not out.is_file() or out.stat().st_mtime < SOURCE.stat().st_mtime:
+        cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{headers(cache)}", str(SOURCE), "-o", str(out),
+               str(lib), f"-Wl,-rpath,{lib.parent}", "-pthread"]
+        subprocess.run(cmd, check=True)
+    return out
+
+
+def networks(so: Path, batch: int, size: int):
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    class BlockedConv(nn.Cell):
+        """nn.Conv2d's parameters, computed by the custom op."""
+
+        def __init__(self, conv: nn.Conv2d):
+            super().__init__()
+            self.weight, self.bias = conv.weight, conv.bias
+            self.op = ops.Custom(f"{so}:ConvSameFwd", out_shape=lambda x, w, b: (x[0], w[0], x[2], x[3]),
+                                 out_dtype=lambda x, w, b: x, func_type="aot")
+
+        def construct(self, x):
+            return self.op(x, self.weight, self.bias)
+
+    def trunk(layers_cfg, cin, blocked):
+        ms.set_seed(0)
+        layers = []
+        for v in layers_cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            conv = nn.Conv2d(cin, v, 3, pad_mode="same", has_bias=True, bias_init="normal")
+            layers += [BlockedConv(conv) if blocked else conv, nn.ReLU()]
+            cin = v
+        return nn.SequentialCell(layers)
+
+    rng = np.random.default_rng(0)
+    cases = []
+    side = size
+    for cin, cout in ((64, 64), (128, 128), (256, 256), (512, 512)):  # one layer of each VGG16 stage
+        x = ms.Tensor(rng.standard_normal((batch, cin, side, side)).astype(np.float32))
+        cases.append((f"3x3 conv {cin}->{cout} at {side} px", trunk([cout], cin, False), trunk([cout], cin, True), x))
+        side //= 2
+    x = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
+    cases.append((f"VGG16 trunk, 3x{size}x{size}", trunk(VGG16, 3, False), trunk(VGG16, 3, True), x))
+    for _, plain, blocked, _ in cases:
+        for (_, a), (_, b) in zip(plain.parameters_and_names(), blocked.parameters_and_names()):
+            b.set_data(a.data)
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "geoloc" / "bench" / "blocked-conv")
+    args = parser.parse_args()
+    os.environ["BLOCKED_CONV_THREADS"] = str(args.threads)
+
+    from geocli.runtime import context
+
+    lib = mindspore_dnnl()
+    so = build(args.cache, lib)
+    context.setup(args.cache / "run", mode="graph", seed=0, threads=args.threads, distributed=False)
+    print(f"batch {args.batch}, {args.threads} threads, graph mode; median (best) of {args.rounds} alternating "
+          "rounds\n")
+    print(f"{'':38s} {'MindSpore Conv2d':>20s} {'blocked custom op':>20s} {'speed-up':>9s} {'max |diff|':>11s}")
+    for name, plain, blocked, x in networks(so, args.batch, args.size):
+        ref, out = plain(x).asnumpy(), blocked(x).asnumpy()
+        diff = float(np.abs(ref - out).max() / max(float(np.abs(ref).max()), 1e-30))
+        times = {"plain": [], "blocked": []}
+        for _ in range(args.rounds):
+            for key, net in (("plain", plain), ("blocked", blocked)):
+                start = time.perf_counter()
+                net(x).asnumpy()
+                times[key].append(1e3 * (time.perf_counter() - start))
+        p, b = np.median(times["plain"]), np.median(times["blocked"])
+        print(f"{name:38s} {p:9.1f} ms ({min(times['plain']):5.1f}) {b:9.1f} ms ({min(times['blocked']):5.1f}) "
+              f"{p / b:8.2f}x {diff:10.1e}")
+    print("\nmax |diff|: relative to the largest output value")
+
+
+if __name__ == "__main__":
+    main()
