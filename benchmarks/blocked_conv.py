@@ -6,14 +6,14 @@ PyTorch lets oneDNN choose an 8-channel blocked layout and its direct AVX2 kerne
 (`ops.Custom`, func_type "aot", `benchmarks/native/blocked_conv_op.cpp`) runs the same convolution through
 MindSpore's own libdnnl.so.3 with the format left to oneDNN and reorders at its edges, and is timed beside
 `nn.Conv2d` on single layers and on a VGG16 trunk (VIGOR's, without its SAFA head), with the outputs
-compared.
+compared, for inference and for a training step's gradients.
 
     python benchmarks/blocked_conv.py                     # batch 8, 64 px, 2 threads, 15 rounds
-    python benchmarks/blocked_conv.py --batch 16 --size 112 --rounds 9
+    python benchmarks/blocked_conv.py --batch 16 --size 112 --rounds 9 --parts train
 
 Needs g++ and oneDNN's headers: the script downloads the `onednn-devel` wheel (headers only, about
 200 kB; `pip download --no-deps`) into ~/.cache/geoloc/bench and compiles the op there. The op is a
-measurement, not part of geoloc: it covers inference (no backward) of stride-1 'same' convolutions.
+measurement, not part of geoloc: it covers stride-1 'same' convolutions, forward and backward.
 """
 
 from __future__ import annotations
@@ -103,14 +103,23 @@ def networks(so: Path, batch: int, size: int):
     import mindspore as ms
     from mindspore import nn, ops
 
+    backward_data = ops.Custom(f"{so}:ConvSameBwdData", out_shape=lambda dy, w: (dy[0], w[1], dy[2], dy[3]),
+                               out_dtype=lambda dy, w: dy, func_type="aot")
+    backward_weights = ops.Custom(f"{so}:ConvSameBwdWeights", out_shape=lambda x, dy, w: (w, [w[0]]),
+                                  out_dtype=lambda x, dy, w: (x, x), func_type="aot")
+
+    def bprop(x, w, b, out, dout):
+        dw, db = backward_weights(x, dout, w)
+        return backward_data(dout, w), dw, db
+
     class BlockedConv(nn.Cell):
-        """nn.Conv2d's parameters, computed by the custom op."""
+        """nn.Conv2d's parameters, computed by the custom ops (forward and both gradients)."""
 
         def __init__(self, conv: nn.Conv2d):
             super().__init__()
             self.weight, self.bias = conv.weight, conv.bias
             self.op = ops.Custom(f"{so}:ConvSameFwd", out_shape=lambda x, w, b: (x[0], w[0], x[2], x[3]),
-                                 out_dtype=lambda x, w, b: x, func_type="aot")
+                                 out_dtype=lambda x, w, b: x, func_type="aot", bprop=bprop)
 
         def construct(self, x):
             return self.op(x, self.weight, self.bias)
@@ -148,6 +157,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--parts", nargs="+", choices=("infer", "train"), default=["infer", "train"])
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "geoloc" / "bench" / "blocked-conv")
     args = parser.parse_args()
@@ -162,18 +172,39 @@ def main() -> None:
           "rounds\n")
     print(f"{'':38s} {'MindSpore Conv2d':>20s} {'blocked custom op':>20s} {'speed-up':>9s} {'max |diff|':>11s}")
     for name, plain, blocked, x in networks(so, args.batch, args.size):
-        ref, out = plain(x).asnumpy(), blocked(x).asnumpy()
-        diff = float(np.abs(ref - out).max() / max(float(np.abs(ref).max()), 1e-30))
-        times = {"plain": [], "blocked": []}
-        for _ in range(args.rounds):
-            for key, net in (("plain", plain), ("blocked", blocked)):
-                start = time.perf_counter()
-                net(x).asnumpy()
-                times[key].append(1e3 * (time.perf_counter() - start))
-        p, b = np.median(times["plain"]), np.median(times["blocked"])
-        print(f"{name:38s} {p:9.1f} ms ({min(times['plain']):5.1f}) {b:9.1f} ms ({min(times['blocked']):5.1f}) "
-              f"{p / b:8.2f}x {diff:10.1e}")
-    print("\nmax |diff|: relative to the largest output value")
+        for part in args.parts:
+            run_plain, run_blocked = (plain, blocked) if part == "infer" else (_step(plain, x), _step(blocked, x))
+            ref, out = _flat(run_plain(x)), _flat(run_blocked(x))
+            diff = float(np.abs(ref - out).max() / max(float(np.abs(ref).max()), 1e-30))
+            times = {"plain": [], "blocked": []}
+            for _ in range(args.rounds):
+                for key, fn in (("plain", run_plain), ("blocked", run_blocked)):
+                    start = time.perf_counter()
+                    _flat(fn(x))
+                    times[key].append(1e3 * (time.perf_counter() - start))
+            p, b = np.median(times["plain"]), np.median(times["blocked"])
+            print(f"{name + ', ' + part:38s} {p:9.1f} ms ({min(times['plain']):5.1f}) {b:9.1f} ms "
+                  f"({min(times['blocked']):5.1f}) {p / b:8.2f}x {diff:10.1e}")
+    print("\ninfer: forward pass; train: forward and the gradients of every parameter (ms.grad of a fixed "
+          "projection of the output)\nmax |diff|: relative to the largest value (output, or every gradient)")
+
+
+def _step(net, x):
+    """Forward + backward: the gradients of ``sum(net(x) * r)`` for a fixed random ``r``, jitted."""
+    import mindspore as ms
+
+    r = ms.Tensor(np.random.default_rng(1).standard_normal(net(x).shape).astype(np.float32))
+    params = net.trainable_params()
+    def projected(inp):
+        return (net(inp) * r).sum()
+
+    return ms.jit(ms.grad(projected, grad_position=None, weights=params))
+
+
+def _flat(outputs) -> np.ndarray:
+    if isinstance(outputs, (tuple, list)):
+        return np.concatenate([o.asnumpy().ravel() for o in outputs])
+    return outputs.asnumpy().ravel()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 // with the memory format left to oneDNN ('any': an 8-channel blocked layout and its direct AVX2 kernel)
 // and reorders from and to NCHW at the op's edges. MindSpore's own CPU Conv2D describes plain NCHW
 // memory, for which oneDNN picks im2col + GEMM. Inputs: x (N,C,H,W), w (O,C,KH,KW), b (O); output
-// (N,O,H,W). Used by benchmarks/blocked_conv.py to measure what the blocked kernel would gain.
+// (N,O,H,W); ConvSameBwdData and ConvSameBwdWeights are its gradients. Used by
+// benchmarks/blocked_conv.py to measure what the blocked kernels would gain.
 //
 // MindSpore's oneDNN is built with the threadpool runtime: without a threadpool oneDNN runs on one
 // thread, so this file brings a small persistent pool of its own (BLOCKED_CONV_THREADS, default 2).
@@ -18,6 +19,8 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 using namespace dnnl;
 
@@ -82,51 +85,136 @@ struct Pool : threadpool_interop::threadpool_iface {
 thread_local bool Pool::in_ = false;
 
 namespace {
-struct Cached {
-  convolution_forward::primitive_desc pd;
-  convolution_forward conv;
-  memory src_b, wei_b, dst_b;
+using tag = memory::format_tag;
+constexpr auto f32 = memory::data_type::f32;
+
+/// The convolution's shapes from x (N,C,H,W) and w (O,C,KH,KW): stride 1, 'same' (TensorFlow's
+/// SAME_UPPER: the odd pixel of an even kernel's padding goes to the bottom/right).
+struct Geometry {
+  memory::dims src, wei, bias, dst, pad_l, pad_r;
+  std::vector<int64_t> key;
+  Geometry(const int64_t *xs, const int64_t *ws)
+      : src{xs[0], xs[1], xs[2], xs[3]}, wei{ws[0], ws[1], ws[2], ws[3]}, bias{ws[0]},
+        dst{xs[0], ws[0], xs[2], xs[3]}, pad_l{(ws[2] - 1) / 2, (ws[3] - 1) / 2},
+        pad_r{ws[2] - 1 - (ws[2] - 1) / 2, ws[3] - 1 - (ws[3] - 1) / 2},
+        key{xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3]} {}
+  memory::desc any(const memory::dims &d) const { return memory::desc(d, f32, tag::any); }
 };
+
+/// A primitive with the blocked buffers it reads and writes, built once per geometry.
+struct Entry {
+  primitive prim;
+  std::map<int, memory> blocked;  // argument id -> buffer in the primitive's own layout
+};
+
 struct State {
   engine eng{engine::kind::cpu, 0};
   Pool pool{std::max(1, std::atoi(std::getenv("BLOCKED_CONV_THREADS") ? std::getenv("BLOCKED_CONV_THREADS") : "2"))};
   stream strm = threadpool_interop::make_stream(eng, &pool);
-  std::map<std::vector<int64_t>, std::unique_ptr<Cached>> cache;
+  std::map<std::pair<int, std::vector<int64_t>>, std::unique_ptr<Entry>> cache;
   std::mutex mu;
 };
 State &state() { static State s; return s; }
+
+convolution_forward::primitive_desc forward_pd(State &st, const Geometry &g, prop_kind kind) {
+  return convolution_forward::primitive_desc(st.eng, kind, algorithm::convolution_direct, g.any(g.src), g.any(g.wei),
+                                             memory::desc(g.bias, f32, tag::x), g.any(g.dst), {1, 1}, g.pad_l, g.pad_r);
+}
+
+/// Runs ``e.prim``: each plain input is reordered into its blocked buffer (or used as it is when the
+/// layouts agree), each output is reordered back into its plain buffer.
+void run(State &st, Entry &e, const std::map<int, memory> &inputs, const std::map<int, memory> &outputs) {
+  std::unordered_map<int, memory> args;
+  for (const auto &kv : inputs) {
+    auto found = e.blocked.find(kv.first);
+    if (found == e.blocked.end() || found->second.get_desc() == kv.second.get_desc()) {
+      args[kv.first] = kv.second;
+    } else {
+      reorder(kv.second, found->second).execute(st.strm, const_cast<memory &>(kv.second), found->second);
+      args[kv.first] = found->second;
+    }
+  }
+  for (const auto &kv : outputs) {
+    auto found = e.blocked.find(kv.first);
+    bool same = found == e.blocked.end() || found->second.get_desc() == kv.second.get_desc();
+    args[kv.first] = same ? kv.second : found->second;
+  }
+  e.prim.execute(st.strm, args);
+  for (const auto &kv : outputs) {
+    auto found = e.blocked.find(kv.first);
+    if (found != e.blocked.end() && !(found->second.get_desc() == kv.second.get_desc()))
+      reorder(found->second, kv.second).execute(st.strm, found->second, const_cast<memory &>(kv.second));
+  }
+  st.strm.wait();
+}
+
+memory plain(State &st, const memory::dims &d, tag t, void *data) { return memory(memory::desc(d, f32, t), st.eng, data); }
 }  // namespace
 
+/// y = conv(x, w) + b.   x (N,C,H,W), w (O,C,KH,KW), b (O) -> y (N,O,H,W)
 extern "C" int ConvSameFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                            void *stream, void *extra) {
   if (nparam != 4) return 1;
   State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
-  int64_t *xs = shapes[0], *ws = shapes[1];
-  memory::dims src_d = {xs[0], xs[1], xs[2], xs[3]}, w_d = {ws[0], ws[1], ws[2], ws[3]}, b_d = {ws[0]};
-  memory::dims dst_d = {xs[0], ws[0], xs[2], xs[3]};
-  int64_t ph = (ws[2] - 1) / 2, pw = (ws[3] - 1) / 2;
-  memory::dims pad_l = {ph, pw}, pad_r = {ws[2] - 1 - ph, ws[3] - 1 - pw};
-  std::vector<int64_t> key = {xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3]};
-  using tag = memory::format_tag;
-  auto dt = memory::data_type::f32;
-  auto &slot = st.cache[key];
+  Geometry g(shapes[0], shapes[1]);
+  auto &slot = st.cache[{0, g.key}];
   if (!slot) {
-    auto pd = convolution_forward::primitive_desc(st.eng, prop_kind::forward_inference, algorithm::convolution_direct,
-        memory::desc(src_d, dt, tag::any), memory::desc(w_d, dt, tag::any), memory::desc(b_d, dt, tag::x),
-        memory::desc(dst_d, dt, tag::any), {1, 1}, pad_l, pad_r);
-    slot.reset(new Cached{pd, convolution_forward(pd), memory(pd.src_desc(), st.eng), memory(pd.weights_desc(), st.eng),
-                          memory(pd.dst_desc(), st.eng)});
+    auto pd = forward_pd(st, g, prop_kind::forward_training);
+    slot.reset(new Entry{convolution_forward(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
+                                                   {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
+                                                   {DNNL_ARG_DST, memory(pd.dst_desc(), st.eng)}}});
   }
-  Cached &c = *slot;
-  memory x(memory::desc(src_d, dt, tag::nchw), st.eng, params[0]);
-  memory w(memory::desc(w_d, dt, tag::oihw), st.eng, params[1]);
-  memory b(memory::desc(b_d, dt, tag::x), st.eng, params[2]);
-  memory y(memory::desc(dst_d, dt, tag::nchw), st.eng, params[3]);
-  reorder(x, c.src_b).execute(st.strm, x, c.src_b);
-  reorder(w, c.wei_b).execute(st.strm, w, c.wei_b);
-  c.conv.execute(st.strm, {{DNNL_ARG_SRC, c.src_b}, {DNNL_ARG_WEIGHTS, c.wei_b}, {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST, c.dst_b}});
-  reorder(c.dst_b, y).execute(st.strm, c.dst_b, y);
-  st.strm.wait();
+  run(st, *slot,
+      {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])}, {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])},
+       {DNNL_ARG_BIAS, plain(st, g.bias, tag::x, params[2])}},
+      {{DNNL_ARG_DST, plain(st, g.dst, tag::nchw, params[3])}});
+  return 0;
+}
+
+/// dx from dy and w.   dy (N,O,H,W), w (O,C,KH,KW) -> dx (N,C,H,W)
+extern "C" int ConvSameBwdData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  if (nparam != 3) return 1;
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  const int64_t *dys = shapes[0], *ws = shapes[1];
+  int64_t xs[4] = {dys[0], ws[1], dys[2], dys[3]};
+  Geometry g(xs, ws);
+  auto &slot = st.cache[{1, g.key}];
+  if (!slot) {
+    auto hint = forward_pd(st, g, prop_kind::forward_training);
+    auto pd = convolution_backward_data::primitive_desc(st.eng, algorithm::convolution_direct, g.any(g.src),
+                                                        g.any(g.wei), g.any(g.dst), {1, 1}, g.pad_l, g.pad_r, hint);
+    slot.reset(new Entry{convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
+                                                         {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
+                                                         {DNNL_ARG_DIFF_SRC, memory(pd.diff_src_desc(), st.eng)}}});
+  }
+  run(st, *slot,
+      {{DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[0])}, {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])}},
+      {{DNNL_ARG_DIFF_SRC, plain(st, g.src, tag::nchw, params[2])}});
+  return 0;
+}
+
+/// dw and db from x and dy (w for its shape).   x, dy, w -> dw (O,C,KH,KW), db (O)
+extern "C" int ConvSameBwdWeights(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream, void *extra) {
+  if (nparam != 5) return 1;
+  State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  Geometry g(shapes[0], shapes[2]);
+  auto &slot = st.cache[{2, g.key}];
+  if (!slot) {
+    auto hint = forward_pd(st, g, prop_kind::forward_training);
+    auto pd = convolution_backward_weights::primitive_desc(
+        st.eng, algorithm::convolution_direct, g.any(g.src), g.any(g.wei), memory::desc(g.bias, f32, tag::x),
+        g.any(g.dst), {1, 1}, g.pad_l, g.pad_r, hint);
+    slot.reset(new Entry{convolution_backward_weights(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
+                                                            {DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
+                                                            {DNNL_ARG_DIFF_WEIGHTS, memory(pd.diff_weights_desc(), st.eng)}}});
+  }
+  run(st, *slot,
+      {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])}, {DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[1])}},
+      {{DNNL_ARG_DIFF_WEIGHTS, plain(st, g.wei, tag::oihw, params[3])}, {DNNL_ARG_DIFF_BIAS, plain(st, g.bias, tag::x, params[4])}});
   return 0;
 }
