@@ -39,6 +39,10 @@ THREADPOOL_RUNTIME = 8
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
 
+class Unbuildable(RuntimeError):
+    """The op cannot be built here (no compiler, no headers, another oneDNN build); the message says why."""
+
+
 class _Version(ctypes.Structure):
     _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
                 ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
@@ -49,14 +53,13 @@ def mindspore_dnnl() -> Path:
 
     lib = Path(mindspore.__file__).parent / "lib" / "libdnnl.so.3"
     if not lib.is_file():
-        sys.exit(f"{lib}: MindSpore's oneDNN library not found")
+        raise Unbuildable(f"{lib}: MindSpore's oneDNN library not found")
     version = ctypes.CDLL(str(lib))
     version.dnnl_version.restype = ctypes.POINTER(_Version)
     v = version.dnnl_version().contents
-    print(f"MindSpore's oneDNN: {v.major}.{v.minor}.{v.patch}, CPU runtime {v.cpu_runtime} "
-          f"({'threadpool' if v.cpu_runtime == THREADPOOL_RUNTIME else 'not the threadpool'})")
     if v.major != 3 or v.cpu_runtime != THREADPOOL_RUNTIME:
-        sys.exit("this script expects oneDNN 3.x built with the threadpool runtime")
+        raise Unbuildable(f"MindSpore's oneDNN is {v.major}.{v.minor}.{v.patch} with CPU runtime {v.cpu_runtime}; "
+                          "the op expects oneDNN 3.x built with the threadpool runtime (8)")
     return lib
 
 
@@ -66,8 +69,10 @@ def headers(cache: Path) -> Path:
     config = include / "oneapi" / "dnnl" / "dnnl_config.h"
     if not config.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", HEADERS_WHEEL, "-d",
-                        str(cache)], check=True)
+        got = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", HEADERS_WHEEL, "-d",
+                              str(cache)], capture_output=True, text=True)
+        if got.returncode != 0:
+            raise Unbuildable(f"pip download {HEADERS_WHEEL} failed: {got.stderr.strip()[-300:]}")
         wheel = next(cache.glob("onednn_devel-*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             for member in archive.namelist():
@@ -75,7 +80,7 @@ def headers(cache: Path) -> Path:
                 if len(inside) == 2 and inside[1] and not member.endswith("/"):
                     target = (include / inside[1]).resolve()
                     if include.resolve() not in target.parents:
-                        sys.exit(f"{wheel}: member {member} escapes {include}")
+                        raise Unbuildable(f"{wheel}: member {member} escapes {include}")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(archive.read(member))
         text = config.read_text()
@@ -90,17 +95,28 @@ def headers(cache: Path) -> Path:
 
 def build(cache: Path, lib: Path) -> Path:
     if shutil.which("g++") is None:
-        sys.exit("g++ not found: install a C++ compiler (Debian: apt install g++)")
+        raise Unbuildable("g++ not found: install a C++ compiler (Debian: apt install g++)")
     out = cache / "blocked_conv_op.so"
     if not out.is_file() or out.stat().st_mtime < SOURCE.stat().st_mtime:
         cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{headers(cache)}", str(SOURCE), "-o", str(out),
                str(lib), f"-Wl,-rpath,{lib.parent}", "-pthread"]
-        subprocess.run(cmd, check=True)
+        got = subprocess.run(cmd, capture_output=True, text=True)
+        if got.returncode != 0:
+            raise Unbuildable(f"compiling {SOURCE.name} failed: {got.stderr.strip()[-500:]}")
     return out
 
 
-def networks(so: Path, batch: int, size: int):
-    import mindspore as ms
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geoloc" / "bench" / "blocked-conv"
+
+
+def library(cache: Path = None) -> Path:
+    """The compiled op (built on first use); raises :class:`Unbuildable`."""
+    return build(cache or default_cache(), mindspore_dnnl())
+
+
+def blocked_conv_cell(so: Path):
+    """The Cell class running ``nn.Conv2d``'s parameters through the custom ops (forward and gradients)."""
     from mindspore import nn, ops
 
     backward_data = ops.Custom(f"{so}:ConvSameBwdData", out_shape=lambda dy, w: (dy[0], w[1], dy[2], dy[3]),
@@ -113,16 +129,54 @@ def networks(so: Path, batch: int, size: int):
         return backward_data(dout, w), dw, db
 
     class BlockedConv(nn.Cell):
-        """nn.Conv2d's parameters, computed by the custom ops (forward and both gradients)."""
-
         def __init__(self, conv: nn.Conv2d):
             super().__init__()
-            self.weight, self.bias = conv.weight, conv.bias
+            import mindspore as ms
+
+            self.weight = conv.weight
+            self.bias = conv.bias if conv.bias is not None else ms.Tensor(np.zeros(conv.out_channels, np.float32))
             self.op = ops.Custom(f"{so}:ConvSameFwd", out_shape=lambda x, w, b: (x[0], w[0], x[2], x[3]),
                                  out_dtype=lambda x, w, b: x, func_type="aot", bprop=bprop)
 
         def construct(self, x):
             return self.op(x, self.weight, self.bias)
+
+    return BlockedConv
+
+
+def covered(conv) -> bool:
+    """What the op computes: an odd square kernel, stride 1, no dilation, one group, 'same' padding (or
+    the equal symmetric 'pad'), float32."""
+    k = conv.kernel_size
+    k = (k, k) if isinstance(k, int) else tuple(k)
+    stride = conv.stride if isinstance(conv.stride, (tuple, list)) else (conv.stride,)
+    dilation = conv.dilation if isinstance(conv.dilation, (tuple, list)) else (conv.dilation,)
+    padding = conv.padding if isinstance(conv.padding, (tuple, list)) else (conv.padding,) * 4
+    same = conv.pad_mode == "same" or (conv.pad_mode == "pad" and set(padding) == {(k[0] - 1) // 2})
+    return (k[0] == k[1] and k[0] % 2 == 1 and set(stride) == {1} and set(dilation) == {1} and conv.group == 1
+            and same)
+
+
+def swap_convs(network, so: Path) -> int:
+    """Replace every ``nn.Conv2d`` of ``network`` that :func:`covered` accepts by the custom ops (the same
+    Parameter objects); returns how many were replaced."""
+    from mindspore import nn
+
+    cell_class = blocked_conv_cell(so)
+    swapped = 0
+    for _, parent in list(network.cells_and_names()):
+        for key, child in list(parent._cells.items()):
+            if isinstance(child, nn.Conv2d) and covered(child):
+                parent._cells[key] = cell_class(child)
+                swapped += 1
+    return swapped
+
+
+def networks(so: Path, batch: int, size: int):
+    import mindspore as ms
+    from mindspore import nn
+
+    BlockedConv = blocked_conv_cell(so)
 
     def trunk(layers_cfg, cin, blocked):
         ms.set_seed(0)
@@ -158,15 +212,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--parts", nargs="+", choices=("infer", "train"), default=["infer", "train"])
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                        / "geoloc" / "bench" / "blocked-conv")
+    parser.add_argument("--cache", type=Path, default=default_cache())
     args = parser.parse_args()
     os.environ["BLOCKED_CONV_THREADS"] = str(args.threads)
 
     from geocli.runtime import context
 
-    lib = mindspore_dnnl()
-    so = build(args.cache, lib)
+    try:
+        so = library(args.cache)
+    except Unbuildable as exc:
+        sys.exit(f"error: {exc}")
     context.setup(args.cache / "run", mode="graph", seed=0, threads=args.threads, distributed=False)
     print(f"batch {args.batch}, {args.threads} threads, graph mode; median (best) of {args.rounds} alternating "
           "rounds\n")

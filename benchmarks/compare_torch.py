@@ -27,7 +27,7 @@ A module is found by its file name and must define::
 
     TITLE: str                       # one line, e.g. "PoseNet (GoogLeNet-BN, three regressors)"
     DEFAULTS: dict                   # optional: {"batch": 16, "size": 224} used when not given
-    VARIANTS: tuple of str           # which of "geoloc", "mindspore", "torch", "onnxruntime" it offers
+    VARIANTS: tuple of str           # which of "geoloc", "blocked", "mindspore", "torch", "onnxruntime" it offers
                                      # ("geoloc" is required; it is the numerator of every ratio)
     def build(variant: str, opts: Options) -> Bench
 
@@ -66,9 +66,9 @@ if str(HERE) not in sys.path:
 
 from twins import Options, Unavailable  # noqa: E402  (the interface every twin module uses)
 
-ORDER = ("geoloc", "mindspore", "torch", "onnxruntime")
-LABELS = {"geoloc": "geoloc (MindSpore)", "mindspore": "plain MindSpore twin", "torch": "PyTorch twin",
-          "onnxruntime": "geoloc --engine onnxruntime"}
+ORDER = ("geoloc", "blocked", "mindspore", "torch", "onnxruntime")
+LABELS = {"geoloc": "geoloc (MindSpore)", "blocked": "geoloc, blocked convs",
+          "mindspore": "plain MindSpore twin", "torch": "PyTorch twin", "onnxruntime": "geoloc --engine onnxruntime"}
 #: glibc tunables per --malloc mode: "keep" stops glibc from unmapping and trimming freed memory.
 MALLOC = {"default": None,
           "keep": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"}
@@ -244,11 +244,15 @@ def _report(title: str, opts: Options, parts, rows: List[Row], args) -> None:
             if row.note:
                 line += f"  ({row.note})"
             print(line)
-        onnx = next((r for r in group if r.variant == "onnxruntime" and r.worker), None)
         torch_row = next((r for r in group if r.variant == "torch" and r.worker), None)
-        if onnx and torch_row and "infer" in parts:
-            ratio = _rate(onnx, "infer", opts.batch) / _rate(torch_row, "infer", opts.batch)
-            print(f"  onnxruntime / PyTorch inference: {ratio:.2f}x")
+        for variant in ("blocked", "onnxruntime"):  # the alternatives against PyTorch, not against geoloc
+            other = next((r for r in group if r.variant == variant and r.worker), None)
+            for part in parts:
+                ours = _rate(other, part, opts.batch) if other else None
+                theirs = _rate(torch_row, part, opts.batch) if torch_row else None
+                if ours and theirs:
+                    print(f"  {LABELS[variant]} / PyTorch, {'training' if part == 'train' else 'inference'}: "
+                          f"{ours / theirs:.2f}x")
 
 
 def main(argv=None) -> None:

@@ -39,7 +39,7 @@ def test_compare_torch_prints_every_variant_with_ratios(tmp_path):
         assert "skipped" not in row, table
     torch_row = next(ln for ln in lines if ln.strip().startswith("PyTorch twin"))
     assert re.search(r"\d\.\d\dx", torch_row), table  # the inference ratio geoloc / PyTorch
-    assert "onnxruntime / PyTorch inference" in table
+    assert "geoloc --engine onnxruntime / PyTorch, inference" in table
 
 
 def test_missing_pytorch_is_reported_not_raised(monkeypatch):
