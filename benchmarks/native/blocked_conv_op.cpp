@@ -149,6 +149,18 @@ void run(State &st, Entry &e, const std::map<int, memory> &inputs, const std::ma
 }
 
 memory plain(State &st, const memory::dims &d, tag t, void *data) { return memory(memory::desc(d, f32, t), st.eng, data); }
+
+/// Runs the primitive of ``kind`` (0 forward, 1 data gradient, 2 weight gradient) at ``g``, built by
+/// ``make()`` the first time, on the plain buffers.
+template <typename Make>
+int run_cached(int kind, const Geometry &g, Make make, const std::map<int, memory> &inputs,
+               const std::map<int, memory> &outputs) {
+  State &st = state();
+  auto &slot = st.cache[{kind, g.key}];
+  if (!slot) slot.reset(new Entry(make(st)));
+  run(st, *slot, inputs, outputs);
+  return 0;
+}
 }  // namespace
 
 /// y = conv(x, w) + b.   x (N,C,H,W), w (O,C,KH,KW), b (O) -> y (N,O,H,W)
@@ -158,18 +170,17 @@ extern "C" int ConvSameFwd(int nparam, void **params, int *ndims, int64_t **shap
   State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   Geometry g(shapes[0], shapes[1]);
-  auto &slot = st.cache[{0, g.key}];
-  if (!slot) {
+  auto make = [&g](State &st) {
     auto pd = forward_pd(st, g, prop_kind::forward_training);
-    slot.reset(new Entry{convolution_forward(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
-                                                   {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
-                                                   {DNNL_ARG_DST, memory(pd.dst_desc(), st.eng)}}});
-  }
-  run(st, *slot,
-      {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])}, {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])},
-       {DNNL_ARG_BIAS, plain(st, g.bias, tag::x, params[2])}},
-      {{DNNL_ARG_DST, plain(st, g.dst, tag::nchw, params[3])}});
-  return 0;
+    return Entry{convolution_forward(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
+                                           {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
+                                           {DNNL_ARG_DST, memory(pd.dst_desc(), st.eng)}}};
+  };
+  return run_cached(0, g, make,
+                    {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])},
+                     {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])},
+                     {DNNL_ARG_BIAS, plain(st, g.bias, tag::x, params[2])}},
+                    {{DNNL_ARG_DST, plain(st, g.dst, tag::nchw, params[3])}});
 }
 
 /// dx from dy and w.   dy (N,O,H,W), w (O,C,KH,KW) -> dx (N,C,H,W)
@@ -181,19 +192,18 @@ extern "C" int ConvSameBwdData(int nparam, void **params, int *ndims, int64_t **
   const int64_t *dys = shapes[0], *ws = shapes[1];
   int64_t xs[4] = {dys[0], ws[1], dys[2], dys[3]};
   Geometry g(xs, ws);
-  auto &slot = st.cache[{1, g.key}];
-  if (!slot) {
-    auto hint = forward_pd(st, g, prop_kind::forward_training);
+  auto make = [&g](State &st) {
     auto pd = convolution_backward_data::primitive_desc(st.eng, algorithm::convolution_direct, g.any(g.src),
-                                                        g.any(g.wei), g.any(g.dst), {1, 1}, g.pad_l, g.pad_r, hint);
-    slot.reset(new Entry{convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
-                                                         {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
-                                                         {DNNL_ARG_DIFF_SRC, memory(pd.diff_src_desc(), st.eng)}}});
-  }
-  run(st, *slot,
-      {{DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[0])}, {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])}},
-      {{DNNL_ARG_DIFF_SRC, plain(st, g.src, tag::nchw, params[2])}});
-  return 0;
+                                                        g.any(g.wei), g.any(g.dst), {1, 1}, g.pad_l, g.pad_r,
+                                                        forward_pd(st, g, prop_kind::forward_training));
+    return Entry{convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
+                                                 {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
+                                                 {DNNL_ARG_DIFF_SRC, memory(pd.diff_src_desc(), st.eng)}}};
+  };
+  return run_cached(1, g, make,
+                    {{DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[0])},
+                     {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])}},
+                    {{DNNL_ARG_DIFF_SRC, plain(st, g.src, tag::nchw, params[2])}});
 }
 
 /// dw and db from x and dy (w for its shape).   x, dy, w -> dw (O,C,KH,KW), db (O)
@@ -203,18 +213,17 @@ extern "C" int ConvSameBwdWeights(int nparam, void **params, int *ndims, int64_t
   State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   Geometry g(shapes[0], shapes[2]);
-  auto &slot = st.cache[{2, g.key}];
-  if (!slot) {
-    auto hint = forward_pd(st, g, prop_kind::forward_training);
+  auto make = [&g](State &st) {
     auto pd = convolution_backward_weights::primitive_desc(
         st.eng, algorithm::convolution_direct, g.any(g.src), g.any(g.wei), memory::desc(g.bias, f32, tag::x),
-        g.any(g.dst), {1, 1}, g.pad_l, g.pad_r, hint);
-    slot.reset(new Entry{convolution_backward_weights(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
-                                                            {DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
-                                                            {DNNL_ARG_DIFF_WEIGHTS, memory(pd.diff_weights_desc(), st.eng)}}});
-  }
-  run(st, *slot,
-      {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])}, {DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[1])}},
-      {{DNNL_ARG_DIFF_WEIGHTS, plain(st, g.wei, tag::oihw, params[3])}, {DNNL_ARG_DIFF_BIAS, plain(st, g.bias, tag::x, params[4])}});
-  return 0;
+        g.any(g.dst), {1, 1}, g.pad_l, g.pad_r, forward_pd(st, g, prop_kind::forward_training));
+    return Entry{convolution_backward_weights(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
+                                                    {DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
+                                                    {DNNL_ARG_DIFF_WEIGHTS, memory(pd.diff_weights_desc(), st.eng)}}};
+  };
+  return run_cached(2, g, make,
+                    {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])},
+                     {DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[1])}},
+                    {{DNNL_ARG_DIFF_WEIGHTS, plain(st, g.wei, tag::oihw, params[3])},
+                     {DNNL_ARG_DIFF_BIAS, plain(st, g.bias, tag::x, params[4])}});
 }
