@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +53,9 @@ def mindspore_dnnl() -> Path:
     lib = Path(mindspore.__file__).parent / "lib" / "libdnnl.so.3"
     if not lib.is_file():
         raise Unbuildable(f"{lib}: MindSpore's oneDNN library not found")
-    version = ctypes.CDLL(str(lib))
-    version.dnnl_version.restype = ctypes.POINTER(_Version)
-    v = version.dnnl_version().contents
+    dnnl = ctypes.CDLL(str(lib))
+    dnnl.dnnl_version.restype = ctypes.POINTER(_Version)
+    v = dnnl.dnnl_version().contents
     if v.major != 3 or v.cpu_runtime != THREADPOOL_RUNTIME:
         raise Unbuildable(f"MindSpore's oneDNN is {v.major}.{v.minor}.{v.patch} with CPU runtime {v.cpu_runtime}; "
                           "the op expects oneDNN 3.x built with the threadpool runtime (8)")
@@ -64,33 +63,35 @@ def mindspore_dnnl() -> Path:
 
 
 def headers(cache: Path) -> Path:
-    """oneDNN's headers from the onednn-devel wheel, configured for a CPU-only threadpool build."""
-    include = cache / "include"
-    config = include / "oneapi" / "dnnl" / "dnnl_config.h"
-    if not config.is_file():
+    """oneDNN's headers from the onednn-devel wheel (unpacked with geoloc's safe extraction), with their
+    config set to a CPU-only threadpool build like MindSpore's."""
+    from geocli.data.archive import extract
+    from geocli.errors import GeolocError
+
+    unpacked = cache / "onednn-devel"
+    found = sorted(unpacked.glob("*.data/data/include"))
+    if not found:
         cache.mkdir(parents=True, exist_ok=True)
         got = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", HEADERS_WHEEL, "-d",
                               str(cache)], capture_output=True, text=True)
         if got.returncode != 0:
             raise Unbuildable(f"pip download {HEADERS_WHEEL} failed: {got.stderr.strip()[-300:]}")
         wheel = next(cache.glob("onednn_devel-*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            for member in archive.namelist():
-                inside = member.split("/data/include/", 1)
-                if len(inside) == 2 and inside[1] and not member.endswith("/"):
-                    target = (include / inside[1]).resolve()
-                    if include.resolve() not in target.parents:
-                        raise Unbuildable(f"{wheel}: member {member} escapes {include}")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(archive.read(member))
-        text = config.read_text()
-        for name, value in (("DNNL_CPU_THREADING_RUNTIME", "DNNL_RUNTIME_THREADPOOL"),
-                            ("DNNL_CPU_RUNTIME", "DNNL_RUNTIME_THREADPOOL"),
-                            ("DNNL_GPU_RUNTIME", "DNNL_RUNTIME_NONE"), ("DNNL_GPU_VENDOR", "DNNL_VENDOR_NONE")):
-            text = re.sub(rf"^#define {name} \S+$", f"#define {name} {value}", text, flags=re.M)
-        text = re.sub(r"^#define DNNL_WITH_SYCL$", "/* #undef DNNL_WITH_SYCL */", text, flags=re.M)
-        config.write_text(text)
-    return include
+        try:
+            extract(wheel, unpacked)
+        except GeolocError as exc:
+            raise Unbuildable(str(exc)) from None
+        found = sorted(unpacked.glob("*.data/data/include"))
+        if not found:
+            raise Unbuildable(f"{wheel}: no include folder inside")
+    config = found[0] / "oneapi" / "dnnl" / "dnnl_config.h"
+    text = config.read_text()  # set every time: the edit is idempotent, and an interrupted run is mended
+    for name, value in (("DNNL_CPU_THREADING_RUNTIME", "DNNL_RUNTIME_THREADPOOL"),
+                        ("DNNL_CPU_RUNTIME", "DNNL_RUNTIME_THREADPOOL"),
+                        ("DNNL_GPU_RUNTIME", "DNNL_RUNTIME_NONE"), ("DNNL_GPU_VENDOR", "DNNL_VENDOR_NONE")):
+        text = re.sub(rf"^#define {name} \S+$", f"#define {name} {value}", text, flags=re.M)
+    config.write_text(re.sub(r"^#define DNNL_WITH_SYCL$", "/* #undef DNNL_WITH_SYCL */", text, flags=re.M))
+    return found[0]
 
 
 def build(cache: Path, lib: Path) -> Path:
@@ -165,43 +166,50 @@ def swap_convs(network, so: Path) -> int:
     cell_class = blocked_conv_cell(so)
     swapped = 0
     for _, parent in list(network.cells_and_names()):
-        for key, child in list(parent._cells.items()):
+        for key, child in list(parent.name_cells().items()):
             if isinstance(child, nn.Conv2d) and covered(child):
+                # into _cells directly: setattr and SequentialCell.__setitem__ rename the shared Parameters
                 parent._cells[key] = cell_class(child)
                 swapped += 1
+        if isinstance(parent, nn.SequentialCell):
+            parent.cell_list = list(parent._cells.values())  # what its construct runs
     return swapped
 
 
 def networks(so: Path, batch: int, size: int):
+    """(name, plain, blocked, input) cases: the blocked network is the plain one rebuilt and passed through
+    :func:`swap_convs`, with the plain one's weights."""
     import mindspore as ms
     from mindspore import nn
 
-    BlockedConv = blocked_conv_cell(so)
-
-    def trunk(layers_cfg, cin, blocked):
+    def trunk(layers_cfg, cin):
         ms.set_seed(0)
         layers = []
         for v in layers_cfg:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
                 continue
-            conv = nn.Conv2d(cin, v, 3, pad_mode="same", has_bias=True, bias_init="normal")
-            layers += [BlockedConv(conv) if blocked else conv, nn.ReLU()]
+            layers += [nn.Conv2d(cin, v, 3, pad_mode="same", has_bias=True, bias_init="normal"), nn.ReLU()]
             cin = v
         return nn.SequentialCell(layers)
+
+    def pair(layers_cfg, cin):
+        plain, blocked = trunk(layers_cfg, cin), trunk(layers_cfg, cin)
+        for (_, a), (_, b) in zip(plain.parameters_and_names(), blocked.parameters_and_names()):
+            b.set_data(a.data)
+        if swap_convs(blocked, so) != sum(isinstance(v, int) for v in layers_cfg):
+            raise RuntimeError("swap_convs missed a convolution of the benchmark's trunk")
+        return plain, blocked
 
     rng = np.random.default_rng(0)
     cases = []
     side = size
     for cin, cout in ((64, 64), (128, 128), (256, 256), (512, 512)):  # one layer of each VGG16 stage
         x = ms.Tensor(rng.standard_normal((batch, cin, side, side)).astype(np.float32))
-        cases.append((f"3x3 conv {cin}->{cout} at {side} px", trunk([cout], cin, False), trunk([cout], cin, True), x))
+        cases.append((f"3x3 conv {cin}->{cout} at {side} px", *pair([cout], cin), x))
         side //= 2
     x = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
-    cases.append((f"VGG16 trunk, 3x{size}x{size}", trunk(VGG16, 3, False), trunk(VGG16, 3, True), x))
-    for _, plain, blocked, _ in cases:
-        for (_, a), (_, b) in zip(plain.parameters_and_names(), blocked.parameters_and_names()):
-            b.set_data(a.data)
+    cases.append((f"VGG16 trunk, 3x{size}x{size}", *pair(VGG16, 3), x))
     return cases
 
 
@@ -250,6 +258,7 @@ def _step(net, x):
 
     r = ms.Tensor(np.random.default_rng(1).standard_normal(net(x).shape).astype(np.float32))
     params = net.trainable_params()
+
     def projected(inp):
         return (net(inp) * r).sum()
 

@@ -87,7 +87,7 @@ def runnable_for(cfg: Mapping[str, Any], network, ctx=None):
 
 
 def extractor_on(cfg: Mapping[str, Any], runnable, pca_dir: Optional[Path] = None):
-    """:func:`make_extractor` on what :func:`extraction_network` returned, so that several extractors (with
+    """:func:`make_extractor` on what :func:`runnable_for` returned, so that several extractors (with
     and without a PCA, as ``geoloc eval delf`` needs) share one folded copy or one onnxruntime session, and
     the folded copy's compiled canvases."""
     from geocli.models.delf import extract as ex
