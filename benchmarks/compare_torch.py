@@ -27,8 +27,9 @@ A module is found by its file name and must define::
 
     TITLE: str                       # one line, e.g. "PoseNet (GoogLeNet-BN, three regressors)"
     DEFAULTS: dict                   # optional: {"batch": 16, "size": 224} used when not given
-    VARIANTS: tuple of str           # which of "geoloc", "blocked", "mindspore", "torch", "onnxruntime" it offers
-                                     # ("geoloc" is required; it is the numerator of every ratio)
+    VARIANTS: tuple of str           # which of "geoloc", "mindspore", "torch", "onnxruntime" it offers
+                                     # ("geoloc" is required; it is the numerator of every ratio; the
+                                     # "blocked" variant, geoloc with --conv blocked, comes with it)
     def build(variant: str, opts: Options) -> Bench
 
 ``build`` imports what it needs lazily (torch only inside the "torch" variant) and returns a
@@ -66,8 +67,10 @@ if str(HERE) not in sys.path:
 
 from twins import Options, Unavailable  # noqa: E402  (the interface every twin module uses)
 
+from geocli.errors import GeolocError  # noqa: E402
+
 ORDER = ("geoloc", "blocked", "mindspore", "torch", "onnxruntime")
-LABELS = {"geoloc": "geoloc (MindSpore)", "blocked": "geoloc, blocked convs",
+LABELS = {"geoloc": "geoloc (MindSpore)", "blocked": "geoloc --conv blocked",
           "mindspore": "plain MindSpore twin", "torch": "PyTorch twin", "onnxruntime": "geoloc --engine onnxruntime"}
 #: glibc tunables per --malloc mode: "keep" stops glibc from unmapping and trimming freed memory.
 MALLOC = {"default": None,
@@ -90,6 +93,11 @@ def twin_modules() -> List[str]:
     return sorted(m.name for m in pkgutil.iter_modules(twins.__path__) if not m.name.startswith("_"))
 
 
+def offered(module) -> tuple:
+    """The module's variants, and "blocked" (geoloc with --conv blocked) wherever it offers "geoloc"."""
+    return tuple(module.VARIANTS) + (("blocked",) if "geoloc" in module.VARIANTS else ())
+
+
 def _time(fn: Callable[[], object], repeats: int) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
@@ -106,17 +114,23 @@ def _serve(conn, name: str, variant: str, opts: Options, parts) -> None:
         if variant != "torch":  # the PyTorch worker never loads MindSpore
             import tempfile
 
-            from geocli.runtime import context
+            from geocli.runtime import blocked_conv, context
 
+            # "geoloc" times MindSpore's convolutions whatever is built here; "blocked" is geoloc with
+            # --conv blocked (the trainer and the inference runners swap the convolutions)
+            blocked_conv.choose("blocked" if variant == "blocked" else "mindspore")
             context.setup(Path(tempfile.mkdtemp(prefix="compare-torch-")), mode="graph", seed=0,
                           threads=opts.threads, distributed=False)
-        bench = module.build(variant, opts)
+        bench = module.build("geoloc" if variant == "blocked" else variant, opts)
         for part in parts:  # compile and warm up outside the timed rounds
             fn = getattr(bench, part)
             if fn is not None:
                 fn()
                 fn()
     except Unavailable as exc:
+        conn.send(("unavailable", str(exc)))
+        return
+    except GeolocError as exc:  # e.g. --conv blocked cannot be compiled here (no g++)
         conn.send(("unavailable", str(exc)))
         return
     except Exception as exc:  # reported in the table; the script then exits non-zero
@@ -187,7 +201,7 @@ def run_model(name: str, args) -> bool:
     try:
         for malloc in args.malloc:
             for variant in ORDER:
-                if variant not in module.VARIANTS or (args.variants and variant not in args.variants):
+                if variant not in offered(module) or (args.variants and variant not in args.variants):
                     continue
                 worker = Worker(name, variant, opts, parts, malloc)
                 status, detail = worker.hello()

@@ -265,6 +265,7 @@ def explain_targets(ms_info: Dict[str, Any], ascend: Dict[str, Any], cuda: Dict[
 def collect(probe: bool = True, timeout: float = 120.0) -> Dict[str, Any]:
     """Everything ``geoloc env`` shows, as JSON-ready data. ``probe=False`` skips importing MindSpore."""
     from geocli import __version__
+    from geocli.runtime import blocked_conv
     from geocli.runtime.launch import msrun_path
 
     ascend, cuda = ascend_info(), cuda_info()
@@ -282,7 +283,14 @@ def collect(probe: bool = True, timeout: float = 120.0) -> Dict[str, Any]:
         "cuda": cuda,
         "packages": package_versions(),
         "msrun": msrun_path(),
+        "conv": blocked_conv.status(ms_info.get("version")),
     }
+
+
+def _conv_row(conv: Dict[str, Any]) -> str:
+    """What ``--conv`` runs here (geocli.runtime.blocked_conv)."""
+    built = f"blocked op built ({conv['library']})" if conv["library"] else "blocked op not built (--conv blocked builds it)"
+    return f"{conv['choice']} (--conv, GEOLOC_CONV); {built}"
 
 
 def rows(info: Dict[str, Any]) -> List[tuple]:
@@ -320,6 +328,7 @@ def rows(info: Dict[str, Any]) -> List[tuple]:
         ("devices", "NVIDIA driver", cuda["driver_version"] or ("; ".join(cuda["gpus"]) if cuda["gpus"]
                                                                  else "not found")),
         ("devices", "msrun", info["msrun"] or "not found (installed with MindSpore)"),
+        ("devices", "CPU convolutions", _conv_row(info["conv"])),
     ]
     out += [("packages", name, version or "not installed") for name, version in info["packages"].items()]
     return out

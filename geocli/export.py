@@ -99,6 +99,9 @@ def export_network(network, inputs: List[np.ndarray], fmt: str, out: Path, *, de
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
+    from geocli.runtime.blocked_conv import plain_convs
+
+    plain_convs(network)  # a custom op cannot be exported: MindSpore's own convolutions, same Parameters
     network.set_train(False)
     tensors = [ms.Tensor(x) for x in inputs]
     stem = path.with_suffix("")

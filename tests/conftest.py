@@ -54,9 +54,11 @@ def ranks_agree():
 
 @pytest.fixture(autouse=True)
 def _isolated_runs(tmp_path, monkeypatch):
-    """Run every test in its own working directory so default ``runs/`` folders never collide."""
+    """Run every test in its own working directory so default ``runs/`` folders never collide; with its own
+    cache, and ``--conv auto`` (a test's ``--conv`` sets GEOLOC_CONV in this process: undone afterwards)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEOLOC_CONV", "auto")
     yield
 
 

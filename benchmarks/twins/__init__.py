@@ -86,16 +86,3 @@ def geoloc_infer(engine: str, backend, cfg, network, batch, opts: Options, graph
         return run(*batch)
 
     return infer
-
-
-def blocked_convs():
-    """``swap(network) -> int``: replaces the convolutions ``benchmarks/blocked_conv.py``'s custom ops cover
-    (stride-1 'same') by those ops, on oneDNN's blocked layout; :class:`Unavailable` when the op cannot be
-    built here (no compiler, no headers)."""
-    import blocked_conv
-
-    try:
-        so = blocked_conv.library()
-    except blocked_conv.Unbuildable as exc:
-        raise Unavailable(f"blocked convolutions: {exc}") from None
-    return lambda network: blocked_conv.swap_convs(network, so)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import Bench, Options, blocked_convs, engine_runner, import_torch
+from twins import Bench, Options, engine_runner, import_torch
 
 TITLE = "VIGOR (2 x VGG16 + SAFA + offset head, stage-2 losses, Adam)"
 DEFAULTS = {"batch": 8, "size": 64}
-VARIANTS = ("geoloc", "blocked", "torch", "onnxruntime")
+VARIANTS = ("geoloc", "torch", "onnxruntime")
 VGG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 
@@ -36,7 +36,7 @@ def _batches(opts: Options):
 
 
 def build(variant: str, opts: Options) -> Bench:
-    return {"geoloc": _geoloc, "blocked": _blocked, "torch": _torch, "onnxruntime": _onnxruntime}[variant](opts)
+    return {"geoloc": _geoloc, "torch": _torch, "onnxruntime": _onnxruntime}[variant](opts)
 
 
 def _cfg(opts: Options):
@@ -48,20 +48,17 @@ def _cfg(opts: Options):
     return cfg
 
 
-def _geoloc(opts: Options, swap=None) -> Bench:
-    """``swap(network)``, if given, replaces layers of the training and the inference network first."""
+def _geoloc(opts: Options) -> Bench:
     import mindspore as ms
 
     from geocli import registry
     from geocli.models.vigor.backend import make_forward, optimizer
-    from geocli.models.vigor.net import GroundGraph, SatelliteGraph
     from geocli.runtime.plan import IndexedSource, RunContext, TrainPlan
     from geocli.runtime.trainer import Trainer
 
     cfg = _cfg(opts)
     backend = registry.load_backend("vigor")
     net = backend.build_network(cfg, training=True)
-    swapped = swap(net) if swap else 0
     forward, names = make_forward(net, cfg, with_semi=True)
     plan = TrainPlan(network=net, forward=forward, loss_names=names,
                      optimizers=[optimizer(cfg, net.trainable_params())],
@@ -72,20 +69,10 @@ def _geoloc(opts: Options, swap=None) -> Bench:
     def train():
         return [t.asnumpy() for t in trainer.step_fn(*batch)]
 
-    inference = backend.build_network(cfg)
-    if swap:
-        swap(inference)
-    ground, satellite = GroundGraph(inference), SatelliteGraph(inference)
-
-    def infer():
-        return ground(batch[0])[0].asnumpy(), satellite(batch[1])[0].asnumpy()
-
-    note = "infer = ground + satellite batch" + (f"; {swapped} convolutions on the custom ops" if swap else "")
-    return Bench(train=train, infer=infer, note=note)
-
-
-def _blocked(opts: Options) -> Bench:
-    return _geoloc(opts, swap=blocked_convs())
+    inference = backend.build_network(cfg)  # the ground and satellite graphs as `geoloc eval` runs them
+    ground, satellite = (engine_runner("mindspore", backend, cfg, inference, opts, graph=g) for g in ("ground", "satellite"))
+    grd, sat = _batches(opts)[:2]
+    return Bench(train=train, infer=lambda: (ground(grd), satellite(sat)), note="infer = ground + satellite batch")
 
 
 def _onnxruntime(opts: Options) -> Bench:

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from geocli.cli._common import CONTEXT_SETTINGS, complete_demo_model, console
-from geocli.cli.options import DeviceOpt, OutputOpt
+from geocli.cli.options import ConvOpt, DeviceOpt, OutputOpt
 from geocli.errors import GeolocError
 
 
@@ -20,6 +20,7 @@ def demo(
                         "cached (default: ~/.cache/geoloc/demo).", show_default=False)] = None,
     out: OutputOpt = None,
     device: DeviceOpt = None,
+    conv: ConvOpt = None,
 ) -> None:
     """Generate synthetic data, train briefly, evaluate: every model (or the ones named), one table.
 
@@ -28,11 +29,15 @@ def demo(
       geoloc demo
 
       geoloc demo posenet --data-dir /tmp/geoloc-demo
+
+      geoloc demo vigor --conv blocked
     """
     from rich.table import Table
 
+    from geocli.cli.tasks import choose_conv
     from geocli.demo import run_demos
 
+    choose_conv(conv)
     con = console()
     outcomes = run_demos(models, data_dir, out, device,
                          on_start=lambda name: con.rule(f"demo: {name}"))

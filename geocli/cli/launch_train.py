@@ -19,7 +19,7 @@ from geocli.errors import UsageError
 #: Options passed through to every worker unchanged: (parameter name, flag).
 PASS_THROUGH = (("preset", "--preset"), ("data", "--data"), ("config", "--config"), ("resume", "--resume"),
                 ("weights", "--weights"), ("device", "--device"), ("mode", "--mode"), ("seed", "--seed"),
-                ("threads", "--threads"))
+                ("threads", "--threads"), ("conv", "--conv"))
 
 
 def worker_argv(model: str, params: Dict[str, Any], run_dir: Path) -> List[str]:
@@ -34,6 +34,14 @@ def worker_argv(model: str, params: Dict[str, Any], run_dir: Path) -> List[str]:
     return argv
 
 
+def _build_conv_once() -> None:
+    """With ``--conv blocked``, compile the op here, once, rather than in every worker at the same time."""
+    from geocli.runtime import blocked_conv
+
+    if blocked_conv.chosen() == "blocked":
+        blocked_conv.build()
+
+
 def launch(model: str, params: Dict[str, Any]) -> None:
     from geocli.runtime import launch as launcher
 
@@ -44,6 +52,8 @@ def launch(model: str, params: Dict[str, Any]) -> None:
     run_dir = Path(params["out"]) if params.get("out") else runs.new_run_dir(model, params["preset"])
     child = worker_argv(model, params, run_dir)
     con = console()
+    if not params.get("dry_run"):
+        _build_conv_once()
     if params.get("rank_table") is not None:
         table = launcher.load_rank_table(params["rank_table"])
         envs = launcher.rank_table_envs(table, params["rank_table"])

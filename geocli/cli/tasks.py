@@ -17,6 +17,7 @@ from typing_extensions import Annotated
 from geocli.cli._common import State, console, print_config_and_exit, resolve_config
 from geocli.cli.options import (CheckpointOpt, ConfigOpt, DataOpt, DeviceOpt, EngineOpt, FormatOpt, ModeOpt,
                                 OutputOpt, OverwriteOpt, PresetOpt, PrintConfigOpt, SeedOpt, SetOpt, ThreadsOpt,
+                                ConvOpt,
                                 TopOpt)
 from geocli.errors import UsageError
 
@@ -68,6 +69,7 @@ def train(
     mode: ModeOpt = "graph",
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
+    conv: ConvOpt = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel training launched through "
                                               "MindSpore's msrun (or --rank-table on Ascend).")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Processes per node with --distributed.")] = 2,
@@ -96,6 +98,7 @@ def train(
     spec, cfg = resolve_config(model, preset, config, set_)
     if print_config:
         print_config_and_exit(cfg)
+    choose_conv(conv)  # before a launch: msrun's workers inherit the choice
     if distributed or rank_table is not None or dry_run:
         from geocli.cli import launch_train
 
@@ -127,6 +130,7 @@ def evaluate(
     mode: ModeOpt = "graph",
     threads: ThreadsOpt = None,
     engine: EngineOpt = "mindspore",
+    conv: ConvOpt = None,
 ) -> None:
     """Evaluate a MODEL checkpoint with the model's published protocol; writes metrics.json.
 
@@ -141,6 +145,7 @@ def evaluate(
                          "(or the ModelZoo port's)")
     from geocli import api
 
+    choose_conv(conv)
     metrics, out_dir = api.evaluate(model, checkpoint, data=data, out=out, preset=preset, config_file=config,
                                     overrides=set_ or [], device=device, mode=mode, threads=threads,
                                     quiet=State.verbosity < 0, engine=engine)
@@ -181,14 +186,25 @@ def export(
             con.print(f"parity check: {result.note}")
 
 
+def choose_conv(conv: Optional[str]) -> None:
+    """``--conv``: which CPU convolution kernels this process (and its msrun workers) run; without the
+    flag, ``GEOLOC_CONV`` or auto."""
+    from geocli.runtime import blocked_conv
+
+    if conv is not None:
+        blocked_conv.choose(conv)
+    blocked_conv.chosen()  # a bad GEOLOC_CONV fails here, before any work
+
+
 InputsArg = Annotated[List[Path], typer.Argument(help="Image files (or a folder, where the model allows it).",
                                                  show_default=False)]
 
 
 def _infer(task: str, model: str, inputs: List[Path], checkpoint, out, set_, device, mode, threads, options,
-           engine: str = "mindspore"):
+           engine: str = "mindspore", conv: Optional[str] = None):
     from geocli import api
 
+    choose_conv(conv)
     for path in inputs:
         if not Path(path).exists():
             raise UsageError(f"{path}: no such file or folder")
@@ -212,7 +228,7 @@ def _infer(task: str, model: str, inputs: List[Path], checkpoint, out, set_, dev
 
 def retrieve(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
              top: TopOpt = 10, set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
-             threads: ThreadsOpt = None, engine: EngineOpt = "mindspore") -> None:
+             threads: ThreadsOpt = None, engine: EngineOpt = "mindspore", conv: ConvOpt = None) -> None:
     """Run MODEL's inference on images: rank a gallery (retrieval models) or predict (PoseNet: pose).
 
     Examples:
@@ -221,12 +237,12 @@ def retrieve(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, ou
 
       geoloc retrieve MODEL photos/ --checkpoint CKPT --top 5 --engine onnxruntime
     """
-    _infer("retrieve", model, inputs, checkpoint, out, set_, device, mode, threads, {"top_k": top}, engine)
+    _infer("retrieve", model, inputs, checkpoint, out, set_, device, mode, threads, {"top_k": top}, engine, conv)
 
 
 def match(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: OutputOpt = None,
           set_: SetOpt = None, device: DeviceOpt = None, mode: ModeOpt = "graph",
-          threads: ThreadsOpt = None, engine: EngineOpt = "mindspore") -> None:
+          threads: ThreadsOpt = None, engine: EngineOpt = "mindspore", conv: ConvOpt = None) -> None:
     """Match an image pair with MODEL (e.g. optical/SAR patches with SDNet, local features with DELF).
 
     Examples:
@@ -235,7 +251,7 @@ def match(model: str, inputs: InputsArg, checkpoint: CheckpointOpt = None, out: 
 
       geoloc match delf image1.jpg image2.jpg --checkpoint CKPT --engine onnxruntime
     """
-    _infer("match", model, inputs, checkpoint, out, set_, device, mode, threads, {}, engine)
+    _infer("match", model, inputs, checkpoint, out, set_, device, mode, threads, {}, engine, conv)
 
 
 #: task -> generic command function (model name first); see geocli.cli.plugins.model_command.

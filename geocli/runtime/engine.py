@@ -123,10 +123,16 @@ def inference_network(backend, cfg: Dict[str, Any], network):
 
 
 def cell_runner(cell) -> Callable[..., List[np.ndarray]]:
-    """``run(*arrays) -> list of NumPy outputs`` of a MindSpore cell, in eval mode."""
+    """``run(*arrays) -> list of NumPy outputs`` of a MindSpore cell, in eval mode.
+
+    The cell's convolutions run on oneDNN's blocked layout when ``--conv`` says so
+    (:func:`geocli.runtime.blocked_conv.apply`, in place, the same Parameters)."""
     import mindspore as ms
 
+    from geocli.runtime import blocked_conv
+
     cell.set_train(False)
+    blocked_conv.apply(cell, ms.get_context("device_target"))
 
     def run(*arrays: np.ndarray) -> List[np.ndarray]:
         outputs = cell(*[ms.Tensor(a) for a in arrays])

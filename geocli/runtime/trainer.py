@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from geocli.errors import CheckpointError, ConfigError, GeolocError
-from geocli.runtime import amp
+from geocli.runtime import amp, blocked_conv
 from geocli.runtime import checkpoint as ckpt
 from geocli.runtime import interrupt
 from geocli.runtime.optim import build_optimizer, make_clipper, make_scaler, optimizer_state
@@ -142,6 +142,8 @@ class Trainer:
         self._check_disjoint()
         self.amp_level = amp.check_level(plan.amp_level)
         amp.apply(plan.network, self.amp_level)
+        if self.amp_level == "O0":  # the op is float32 only
+            blocked_conv.apply(plan.network, ctx.device, self.log)
         self.step_fn = self._build_step()
         self.step = 0
 

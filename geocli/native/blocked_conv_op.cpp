@@ -1,13 +1,17 @@
-// A MindSpore CPU custom op (ops.Custom, func_type="aot") computing an f32 convolution with stride 1 and
-// 'same' padding (the usual 3x3 layer) through oneDNN, the library MindSpore itself ships (libdnnl.so.3),
-// with the memory format left to oneDNN ('any': an 8-channel blocked layout and its direct AVX2 kernel)
-// and reorders from and to NCHW at the op's edges. MindSpore's own CPU Conv2D describes plain NCHW
-// memory, for which oneDNN picks im2col + GEMM. Inputs: x (N,C,H,W), w (O,C,KH,KW), b (O); output
-// (N,O,H,W); ConvSameBwdData and ConvSameBwdWeights are its gradients. Used by
-// benchmarks/blocked_conv.py to measure what the blocked kernels would gain.
+// A MindSpore CPU custom op (ops.Custom, func_type="aot") computing an f32 2-D convolution (any kernel,
+// stride and dilation, one group) through oneDNN, the library MindSpore itself ships (libdnnl.so.3), with
+// the memory format left to oneDNN ('any': an 8-channel blocked layout and its direct AVX2 kernel) and
+// reorders from and to NCHW at the op's edges. MindSpore's own CPU Conv2D describes plain NCHW memory, for
+// which oneDNN picks im2col + GEMM (docs/performance.md). geocli/runtime/blocked_conv.py builds this file
+// and swaps it in for nn.Conv2d.
+//
+// Inputs: x (N,C,H,W), w (O,C,KH,KW), b (O), g (9 int64: same, stride h/w, dilation h/w, pad top/bottom/
+// left/right; same=1 computes the pads from the input size like MindSpore's pad_mode 'same', SAME_UPPER);
+// output y (N,O,OH,OW). ConvBwdData (x for its shape, dy, w, g -> dx) and ConvBwdWeights (x, dy, w, g ->
+// dw, db) are its gradients. Each entry point checks the output shapes MindSpore allocated against its own.
 //
 // MindSpore's oneDNN is built with the threadpool runtime: without a threadpool oneDNN runs on one
-// thread, so this file brings a small persistent pool of its own (BLOCKED_CONV_THREADS, default 2).
+// thread, so this file brings a small persistent pool of its own (GEOLOC_CONV_THREADS, default 2).
 #include <oneapi/dnnl/dnnl.hpp>
 #include <oneapi/dnnl/dnnl_threadpool.hpp>
 #include <algorithm>
@@ -15,6 +19,7 @@
 #include <cstdlib>
 #include <condition_variable>
 #include <cstdint>
+#include <string>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -88,17 +93,32 @@ namespace {
 using tag = memory::format_tag;
 constexpr auto f32 = memory::data_type::f32;
 
-/// The convolution's shapes from x (N,C,H,W) and w (O,C,KH,KW): stride 1, 'same' (TensorFlow's
-/// SAME_UPPER: the odd pixel of an even kernel's padding goes to the bottom/right).
+/// The convolution's shapes from x (N,C,H,W), w (O,C,KH,KW) and the geometry g (see the file's head).
 struct Geometry {
-  memory::dims src, wei, bias, dst, pad_l, pad_r;
+  memory::dims src, wei, bias, dst, strides, dilates, pad_l, pad_r;
   std::vector<int64_t> key;
-  Geometry(const int64_t *xs, const int64_t *ws)
-      : src{xs[0], xs[1], xs[2], xs[3]}, wei{ws[0], ws[1], ws[2], ws[3]}, bias{ws[0]},
-        dst{xs[0], ws[0], xs[2], xs[3]}, pad_l{(ws[2] - 1) / 2, (ws[3] - 1) / 2},
-        pad_r{ws[2] - 1 - (ws[2] - 1) / 2, ws[3] - 1 - (ws[3] - 1) / 2},
-        key{xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3]} {}
+  Geometry(const int64_t *xs, const int64_t *ws, const int64_t *g)
+      : src{xs[0], xs[1], xs[2], xs[3]}, wei{ws[0], ws[1], ws[2], ws[3]}, bias{ws[0]}, dst{xs[0], ws[0], 0, 0},
+        strides{g[1], g[2]}, dilates{g[3] - 1, g[4] - 1}, pad_l{0, 0}, pad_r{0, 0} {
+    for (int i = 0; i < 2; ++i) {
+      int64_t in = xs[2 + i], stride = g[1 + i], extent = (ws[2 + i] - 1) * g[3 + i] + 1;
+      if (g[0]) {
+        int64_t out = (in + stride - 1) / stride, total = std::max<int64_t>((out - 1) * stride + extent - in, 0);
+        pad_l[i] = total / 2;
+        pad_r[i] = total - total / 2;
+      } else {
+        pad_l[i] = g[5 + 2 * i];
+        pad_r[i] = g[6 + 2 * i];
+      }
+      dst[2 + i] = (in + pad_l[i] + pad_r[i] - extent) / stride + 1;
+    }
+    key = {xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], g[1], g[2], g[3], g[4],
+           pad_l[0], pad_l[1], pad_r[0], pad_r[1]};
+  }
   memory::desc any(const memory::dims &d) const { return memory::desc(d, f32, tag::any); }
+  bool is(const memory::dims &d, const int64_t *shape, int n) const {
+    return (int)d.size() == n && std::equal(d.begin(), d.end(), shape);
+  }
 };
 
 /// A primitive with the blocked buffers it reads and writes, built once per geometry.
@@ -109,7 +129,7 @@ struct Entry {
 
 struct State {
   engine eng{engine::kind::cpu, 0};
-  Pool pool{std::max(1, std::atoi(std::getenv("BLOCKED_CONV_THREADS") ? std::getenv("BLOCKED_CONV_THREADS") : "2"))};
+  Pool pool{std::max(1, std::atoi(std::getenv("GEOLOC_CONV_THREADS") ? std::getenv("GEOLOC_CONV_THREADS") : "2"))};
   stream strm = threadpool_interop::make_stream(eng, &pool);
   std::map<std::pair<int, std::vector<int64_t>>, std::unique_ptr<Entry>> cache;
   std::mutex mu;
@@ -118,7 +138,8 @@ State &state() { static State s; return s; }
 
 convolution_forward::primitive_desc forward_pd(State &st, const Geometry &g, prop_kind kind) {
   return convolution_forward::primitive_desc(st.eng, kind, algorithm::convolution_direct, g.any(g.src), g.any(g.wei),
-                                             memory::desc(g.bias, f32, tag::x), g.any(g.dst), {1, 1}, g.pad_l, g.pad_r);
+                                             memory::desc(g.bias, f32, tag::x), g.any(g.dst), g.strides, g.dilates,
+                                             g.pad_l, g.pad_r);
 }
 
 /// Runs ``e.prim``: each plain input is reordered into its blocked buffer (or used as it is when the
@@ -163,13 +184,14 @@ int run_cached(int kind, const Geometry &g, Make make, const std::map<int, memor
 }
 }  // namespace
 
-/// y = conv(x, w) + b.   x (N,C,H,W), w (O,C,KH,KW), b (O) -> y (N,O,H,W)
-extern "C" int ConvSameFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                           void *stream, void *extra) {
-  if (nparam != 4) return 1;
+/// y = conv(x, w) + b.   x (N,C,H,W), w (O,C,KH,KW), b (O), g -> y (N,O,OH,OW)
+extern "C" int ConvFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                       void *stream, void *extra) {
+  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
   State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
-  Geometry g(shapes[0], shapes[1]);
+  Geometry g(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
+  if (!g.is(g.dst, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
     auto pd = forward_pd(st, g, prop_kind::forward_training);
     return Entry{convolution_forward(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
@@ -180,43 +202,44 @@ extern "C" int ConvSameFwd(int nparam, void **params, int *ndims, int64_t **shap
                     {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])},
                      {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])},
                      {DNNL_ARG_BIAS, plain(st, g.bias, tag::x, params[2])}},
-                    {{DNNL_ARG_DST, plain(st, g.dst, tag::nchw, params[3])}});
+                    {{DNNL_ARG_DST, plain(st, g.dst, tag::nchw, params[4])}});
 }
 
-/// dx from dy and w.   dy (N,O,H,W), w (O,C,KH,KW) -> dx (N,C,H,W)
-extern "C" int ConvSameBwdData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
-  if (nparam != 3) return 1;
+/// dx from dy and w (x gives dx's shape, which a strided convolution's dy does not determine).
+///   x (N,C,H,W), dy (N,O,OH,OW), w (O,C,KH,KW), g -> dx (N,C,H,W)
+extern "C" int ConvBwdData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                           void *stream, void *extra) {
+  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
   State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
-  const int64_t *dys = shapes[0], *ws = shapes[1];
-  int64_t xs[4] = {dys[0], ws[1], dys[2], dys[3]};
-  Geometry g(xs, ws);
+  Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
+  if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.src, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
     auto pd = convolution_backward_data::primitive_desc(st.eng, algorithm::convolution_direct, g.any(g.src),
-                                                        g.any(g.wei), g.any(g.dst), {1, 1}, g.pad_l, g.pad_r,
-                                                        forward_pd(st, g, prop_kind::forward_training));
+                                                        g.any(g.wei), g.any(g.dst), g.strides, g.dilates, g.pad_l,
+                                                        g.pad_r, forward_pd(st, g, prop_kind::forward_training));
     return Entry{convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
                                                  {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
                                                  {DNNL_ARG_DIFF_SRC, memory(pd.diff_src_desc(), st.eng)}}};
   };
   return run_cached(1, g, make,
-                    {{DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[0])},
-                     {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[1])}},
-                    {{DNNL_ARG_DIFF_SRC, plain(st, g.src, tag::nchw, params[2])}});
+                    {{DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[1])},
+                     {DNNL_ARG_WEIGHTS, plain(st, g.wei, tag::oihw, params[2])}},
+                    {{DNNL_ARG_DIFF_SRC, plain(st, g.src, tag::nchw, params[4])}});
 }
 
-/// dw and db from x and dy (w for its shape).   x, dy, w -> dw (O,C,KH,KW), db (O)
-extern "C" int ConvSameBwdWeights(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *stream, void *extra) {
-  if (nparam != 5) return 1;
+/// dw and db from x and dy (w for its shape).   x, dy, w, g -> dw (O,C,KH,KW), db (O)
+extern "C" int ConvBwdWeights(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                              void *stream, void *extra) {
+  if (nparam != 6 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
   State &st = state();
   std::lock_guard<std::mutex> lock(st.mu);
-  Geometry g(shapes[0], shapes[2]);
+  Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
+  if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.wei, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
     auto pd = convolution_backward_weights::primitive_desc(
         st.eng, algorithm::convolution_direct, g.any(g.src), g.any(g.wei), memory::desc(g.bias, f32, tag::x),
-        g.any(g.dst), {1, 1}, g.pad_l, g.pad_r, forward_pd(st, g, prop_kind::forward_training));
+        g.any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, forward_pd(st, g, prop_kind::forward_training));
     return Entry{convolution_backward_weights(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
                                                     {DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
                                                     {DNNL_ARG_DIFF_WEIGHTS, memory(pd.diff_weights_desc(), st.eng)}}};
@@ -224,6 +247,6 @@ extern "C" int ConvSameBwdWeights(int nparam, void **params, int *ndims, int64_t
   return run_cached(2, g, make,
                     {{DNNL_ARG_SRC, plain(st, g.src, tag::nchw, params[0])},
                      {DNNL_ARG_DIFF_DST, plain(st, g.dst, tag::nchw, params[1])}},
-                    {{DNNL_ARG_DIFF_WEIGHTS, plain(st, g.wei, tag::oihw, params[3])},
-                     {DNNL_ARG_DIFF_BIAS, plain(st, g.bias, tag::x, params[4])}});
+                    {{DNNL_ARG_DIFF_WEIGHTS, plain(st, g.wei, tag::oihw, params[4])},
+                     {DNNL_ARG_DIFF_BIAS, plain(st, g.bias, tag::x, params[5])}});
 }

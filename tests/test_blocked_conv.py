@@ -1,0 +1,207 @@
+"""``--conv blocked``: MindSpore's CPU convolutions swapped for the oneDNN blocked-layout custom op
+(geocli.runtime.blocked_conv): the op is compiled here (g++, oneDNN headers from the onednn-devel wheel)
+and must give nn.Conv2d's outputs and gradients for every geometry the backends use, keep parameter
+names and checkpoints, train like MindSpore's kernel, stay out of export graphs, and follow the choice."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from geocli.errors import UsageError
+from geocli.runtime import blocked_conv
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None,
+                                reason="g++ not installed: the blocked convolutions are compiled here")
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    """An XDG_CACHE_HOME holding the compiled op (compiled once for this module, as a user's first
+    ``--conv blocked`` does: the headers are downloaded with pip)."""
+    folder = tmp_path_factory.mktemp("xdg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(folder))
+        assert blocked_conv.build().parent == folder / "geoloc" / "kernels"
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _built_here(_isolated_runs, kernels, monkeypatch):
+    """Every test here (and the processes it starts) finds the op built."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(kernels))
+
+
+@pytest.fixture(scope="module")
+def graph_mode(tmp_path_factory):
+    from geocli.runtime import context
+
+    context.setup(tmp_path_factory.mktemp("ctx"), mode="graph", seed=0, threads=2, distributed=False)
+
+
+def _pair(graph_mode, cin, cout, kernel, **kwargs):
+    """Two equal one-convolution networks (in a SequentialCell, which runs its own cell list): plain, swapped."""
+    import mindspore as ms
+    from mindspore import nn
+
+    ms.set_seed(0)
+    plain, swapped = (nn.SequentialCell([nn.Conv2d(cin, cout, kernel, **kwargs), nn.ReLU()]) for _ in range(2))
+    for a, b in zip(plain.get_parameters(), swapped.get_parameters()):
+        b.set_data(a.data)
+    return plain, swapped
+
+
+GEOMETRIES = [  # what the five backends' convolutions use, and the odd cases of MindSpore's arithmetic
+    dict(kernel=3, pad_mode="same"),
+    dict(kernel=3, stride=2, pad_mode="same", has_bias=True),
+    dict(kernel=7, stride=2, pad_mode="pad", padding=3),
+    dict(kernel=1, stride=2, pad_mode="valid"),
+    dict(kernel=2, stride=2, pad_mode="same", has_bias=True),
+    dict(kernel=(3, 5), stride=(2, 1), pad_mode="same", dilation=2),
+    dict(kernel=4, stride=2, pad_mode="pad", padding=(1, 2, 0, 1), has_bias=True),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
+def test_outputs_and_gradients_equal_mindspores(graph_mode, kernels, geometry):
+    import mindspore as ms
+
+    plain, swapped = _pair(graph_mode, 5, 6, **geometry)
+    names = [p.name for p in swapped.get_parameters()]
+    assert blocked_conv.swap_convs(swapped, blocked_conv.build()) == 1
+    assert type(swapped[0]).__name__ == "BlockedConv"
+    assert [p.name for p in swapped.get_parameters()] == names  # checkpoints keep their keys
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((2, 5, 11, 13)).astype(np.float32))
+    want, got = plain(x).asnumpy(), swapped(x).asnumpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
+    r = ms.Tensor(rng.standard_normal(want.shape).astype(np.float32))
+
+    def gradients(net):
+        def projected(inp):
+            return (net(inp) * r).sum()
+
+        dx, dw = ms.jit(ms.grad(projected, grad_position=0, weights=net.trainable_params()))(x)
+        return [dx.asnumpy()] + [g.asnumpy() for g in dw]
+
+    for a, b in zip(gradients(plain), gradients(swapped)):
+        np.testing.assert_allclose(b, a, atol=1e-5 * np.abs(a).max())
+
+
+def test_the_choice_decides_and_never_runs_off_cpu(graph_mode, kernels, monkeypatch, tmp_path):
+    pointwise, _ = _pair(graph_mode, 3, 4, 1, pad_mode="valid")
+    monkeypatch.setenv("GEOLOC_CONV", "blocked")
+    assert blocked_conv.apply(pointwise) == 0  # 1x1 stride 1: a GEMM either way, left to MindSpore
+    plain, _ = _pair(graph_mode, 3, 4, 3, pad_mode="same")
+    monkeypatch.setenv("GEOLOC_CONV", "mindspore")
+    assert blocked_conv.apply(plain) == 0
+    monkeypatch.setenv("GEOLOC_CONV", "blocked")
+    assert blocked_conv.apply(plain, device="gpu") == 0
+    monkeypatch.setenv("GEOLOC_CONV", "auto")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    assert blocked_conv.apply(plain) == 0  # auto: not built here -> MindSpore's kernel, nothing built
+    assert not (tmp_path / "empty").exists()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(kernels))
+    assert blocked_conv.apply(plain) == 1  # auto: built -> swapped
+    assert blocked_conv.apply(plain) == 0  # nothing left to swap
+    monkeypatch.setenv("GEOLOC_CONV", "fast")
+    with pytest.raises(UsageError, match="GEOLOC_CONV 'fast': choose one of auto, blocked, mindspore"):
+        blocked_conv.chosen()
+
+
+def test_without_a_compiler_blocked_is_a_clear_error(monkeypatch, tmp_path, cli):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(blocked_conv.shutil, "which", lambda name: None)
+    with pytest.raises(blocked_conv.Unbuildable, match="g\\+\\+ not found.*--conv mindspore"):
+        blocked_conv.build()
+    r = cli("train", "toy", "--conv", "fastest")
+    assert r.exit_code != 0 and "--conv 'fastest': choose one of auto, blocked, mindspore" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_export_puts_mindspores_convolutions_back(graph_mode, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from geocli.export import export_network
+
+    _, swapped = _pair(graph_mode, 3, 4, 3, stride=2, pad_mode="same", has_bias=True)
+    blocked_conv.swap_convs(swapped, blocked_conv.build())
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    result = export_network(swapped, [x], "onnx", tmp_path / "net")
+    assert type(swapped[0]).__name__ == "Conv2d"
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-5
+
+
+def test_training_follows_mindspores_kernel_and_logs_the_swap(graph_mode, tmp_path, monkeypatch):
+    """The same few SGD steps of a small strided network with either kernel: the same parameters (within
+    float32 rounding), the same checkpoint keys, and the run log says which kernel ran."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from geocli.runtime import checkpoint as ckpt
+    from geocli.runtime.plan import IndexedSource, OptimizerSpec, RunContext, TrainPlan
+    from geocli.runtime.runlog import RunLogger
+    from geocli.runtime.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    y = rng.standard_normal((8, 8)).astype(np.float32)
+
+    def run(choice):
+        monkeypatch.setenv("GEOLOC_CONV", choice)
+        ms.set_seed(0)
+        net = nn.SequentialCell([nn.Conv2d(3, 8, 3, stride=2, pad_mode="pad", padding=1, has_bias=True), nn.ReLU(),
+                                 nn.Conv2d(8, 8, 3, pad_mode="same"), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten()])
+
+        def forward(inp, target):
+            loss = ((net(inp) - target) ** 2).mean()
+            return loss, loss
+
+        folder = tmp_path / choice
+        ctx = RunContext(run_dir=folder, log=RunLogger(folder, rank=0, quiet=True))
+        plan = TrainPlan(network=net, forward=forward, loss_names=["mse"],
+                         optimizers=[OptimizerSpec(name="sgd", params=net.trainable_params(), lr=0.05,
+                                                   kind="sgd", loss="total")],
+                         data=IndexedSource(8, 8, lambda idx, seed: (x[idx], y[idx]), drop_last=True), steps=5)
+        trainer = Trainer(plan, ctx)
+        losses = [float(trainer.step_fn(ms.Tensor(x), ms.Tensor(y))[0].asnumpy()) for _ in range(5)]
+        path = ckpt.save(folder / "last.ckpt", net, [], {"model": "test"})
+        ctx.log.close()
+        return losses, path, (folder / "logs" / "rank0.log").read_text()
+
+    plain_losses, plain_ckpt, plain_log = run("mindspore")
+    losses, path, log = run("blocked")
+    assert "2 convolutions on oneDNN's blocked layout" in log and "blocked layout" not in plain_log
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(losses, plain_losses, rtol=1e-4)
+    a, _ = ckpt.load(plain_ckpt)
+    b, _ = ckpt.load(path)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(b[key].asnumpy(), a[key].asnumpy(), atol=1e-5, err_msg=key)
+
+
+def test_two_msrun_workers_train_sdnet_on_the_blocked_op(cli, tmp_path, ranks_agree):
+    """msrun's workers get --conv blocked, swap SDNet's convolutions (strided ones included), and their
+    replicas agree after the gradients were averaged."""
+    from geocli import config
+    from geocli.data import sen12_npz
+    from geocli.data.synth.sen12 import SynthSpec, generate
+
+    r = cli("train", "sdnet", "--distributed", "--dry-run", "--conv", "blocked", "--out", tmp_path / "dry")
+    assert r.exit_code == 0 and "--conv blocked" in r.output, r.output
+    generate(tmp_path / "raw", spec=SynthSpec(seasons=1, scenes=2, patches=4, size=128, seed=3))
+    prep = {**config.resolve("sdnet", "default", None, [])["prep"], "max_per_image": 10, "min_distance": 10,
+            "test_fraction": 0.25}
+    sen12_npz.prepare(tmp_path / "raw", tmp_path / "npz", prep, seed=0)
+    r = cli("train", "sdnet", "--data", tmp_path / "npz", "--out", tmp_path / "dist", "--distributed",
+            "--workers", 2, "--conv", "blocked", "--set", "train.batch_size=8", "--set", "train.steps=2",
+            "--set", "train.log_every=1", "--set", "train.eval_every_epoch=false",
+            "--set", "train.checkpoint_every_epoch=false")
+    assert r.exit_code == 0, r.output + getattr(r, "stderr", "")
+    assert ranks_agree(tmp_path / "dist")["step"] == 2
+    for rank in range(2):
+        log = (tmp_path / "dist" / "logs" / f"rank{rank}.log").read_text()
+        assert re.search(r"\d+ convolutions on oneDNN's blocked layout", log), log[-2000:]
