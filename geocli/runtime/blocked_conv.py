@@ -311,6 +311,9 @@ def apply(network, device: str = "cpu", log=None) -> int:
     docstring); returns how many were swapped. The op's thread pool follows ``--threads``."""
     so = active_library(device)
     if so is None:
+        if log is not None and device.lower() == "cpu" and chosen() == "auto":
+            log.info("convolutions on MindSpore's CPU kernel; --conv blocked compiles a faster one once "
+                     "(README, 'Faster CPU convolutions')", show=False)
         return 0
     from geocli.runtime.context import configured_threads
 
