@@ -314,6 +314,8 @@ def apply(network, device: str = "cpu", log=None) -> int:
         if log is not None and device.lower() == "cpu" and chosen() == "auto":
             log.info("convolutions on MindSpore's CPU kernel; --conv blocked compiles a faster one once "
                      "(README, 'Faster CPU convolutions')", show=False)
+        elif log is not None and device.lower() != "cpu" and chosen() == "blocked":
+            log.info(f"--conv blocked is for CPU: the network runs on {device} with MindSpore's convolutions")
         return 0
     from geocli.runtime.context import configured_threads
 
