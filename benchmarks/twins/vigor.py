@@ -70,9 +70,11 @@ def _geoloc(opts: Options) -> Bench:
         return [t.asnumpy() for t in trainer.step_fn(*batch)]
 
     inference = backend.build_network(cfg)  # the ground and satellite graphs as `geoloc eval` runs them
-    ground, satellite = (engine_runner("mindspore", backend, cfg, inference, opts, graph=g) for g in ("ground", "satellite"))
+    ground, satellite = (engine_runner("mindspore", backend, cfg, inference, opts, graph=g)
+                         for g in ("ground", "satellite"))
     grd, sat = _batches(opts)[:2]
-    return Bench(train=train, infer=lambda: (ground(grd), satellite(sat)), note="infer = ground + satellite batch")
+    return Bench(train=train, infer=lambda: (ground(grd), satellite(sat)),
+                 note="infer = ground + satellite batch")
 
 
 def _onnxruntime(opts: Options) -> Bench:
