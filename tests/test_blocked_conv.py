@@ -91,9 +91,16 @@ def test_outputs_and_gradients_equal_mindspores(graph_mode, kernels, geometry):
 
 
 def test_the_choice_decides_and_never_runs_off_cpu(graph_mode, kernels, monkeypatch, tmp_path):
+    import mindspore as ms
+
     pointwise, _ = _pair(graph_mode, 3, 4, 1, pad_mode="valid")
     monkeypatch.setenv("GEOLOC_CONV", "blocked")
     assert blocked_conv.apply(pointwise) == 0  # 1x1 stride 1: a GEMM either way, left to MindSpore
+    half, _ = _pair(graph_mode, 3, 4, 3, pad_mode="same")
+    half.to_float(ms.float16)
+    for p in half.get_parameters():
+        p.set_dtype(ms.float16)
+    assert blocked_conv.apply(half) == 0  # the op is float32 only
     plain, _ = _pair(graph_mode, 3, 4, 3, pad_mode="same")
     monkeypatch.setenv("GEOLOC_CONV", "mindspore")
     assert blocked_conv.apply(plain) == 0
@@ -111,11 +118,21 @@ def test_the_choice_decides_and_never_runs_off_cpu(graph_mode, kernels, monkeypa
         blocked_conv.chosen()
 
 
-def test_without_a_compiler_blocked_is_a_clear_error(monkeypatch, tmp_path, cli):
+def test_no_compiler_a_failed_compile_and_a_bad_choice_are_clear_errors(monkeypatch, tmp_path, cli):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
-    monkeypatch.setattr(blocked_conv.shutil, "which", lambda name: None)
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(blocked_conv.Unbuildable, match="g\\+\\+ not found.*--conv mindspore"):
         blocked_conv.build()
+    monkeypatch.setattr(shutil, "which", real_which)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "broken"))
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(blocked_conv, "SOURCE", broken)
+    with pytest.raises(blocked_conv.Unbuildable, match="compiling broken.cpp failed: .*error") as failed:
+        blocked_conv.build()
+    assert "\n" not in str(failed.value)
+    assert not list((tmp_path / "broken" / "geoloc" / "kernels").glob("*.so*"))  # no partial file left
     r = cli("train", "toy", "--conv", "fastest")
     assert r.exit_code != 0 and "--conv 'fastest': choose one of auto, blocked, mindspore" in r.output
     assert "Traceback" not in r.output

@@ -123,7 +123,7 @@ def headers(cache: Path) -> Path:
                                   "-d", tmp], capture_output=True, text=True)
             if got.returncode != 0:
                 raise Unbuildable(f"pip download {HEADERS_WHEEL} failed (the blocked convolutions need oneDNN's "
-                                  f"headers): {got.stderr.strip()[-300:]}")
+                                  f"headers): {_one_line(got.stderr)}")
             wheel = next(Path(tmp).glob("onednn_devel-*.whl"))
             try:
                 extract(wheel, Path(tmp) / "unpacked")
@@ -147,6 +147,11 @@ def headers(cache: Path) -> Path:
     return found[0]
 
 
+def _one_line(text: str, keep: int = 400) -> str:
+    """The end of a tool's output on one line (errors are one line; the end names the failure)."""
+    return " ".join(text.split())[-keep:]
+
+
 def build() -> Path:
     """Compile the op for this MindSpore (once: later calls return the cached file)."""
     out = library_path()
@@ -163,7 +168,7 @@ def build() -> Path:
     got = subprocess.run(cmd, capture_output=True, text=True)
     if got.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise Unbuildable(f"compiling {SOURCE.name} failed: {got.stderr.strip()[-500:]}")
+        raise Unbuildable(f"compiling {SOURCE.name} failed: {_one_line(got.stderr)}")
     os.replace(partial, out)  # atomic: a concurrent worker sees the whole file or none
     return out
 
@@ -212,9 +217,10 @@ def covered(conv) -> bool:
     1x1 stride-1 convolutions. Those are a plain GEMM in either layout, and the op's reorders made them
     slower (benchmarks/blocked_conv.py: 0.96x / 0.99x inference, 0.94x / 0.85x with gradients, at ResNet50's
     shapes), while a strided 1x1 convolution gained 2.1x / 1.8x."""
+    import mindspore as ms
     from mindspore import nn
 
-    if type(conv) is not nn.Conv2d:
+    if type(conv) is not nn.Conv2d or conv.weight.dtype != ms.float32:
         return False
     pointwise = tuple(conv.kernel_size) == (1, 1) and _pair(conv.stride) == (1, 1)
     return (not pointwise and conv.group == 1 and conv.data_format == "NCHW"
