@@ -5,6 +5,7 @@ names and checkpoints, train like MindSpore's kernel, stay out of export graphs,
 
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +223,21 @@ def test_two_msrun_workers_train_sdnet_on_the_blocked_op(cli, tmp_path, ranks_ag
     for rank in range(2):
         log = (tmp_path / "dist" / "logs" / f"rank{rank}.log").read_text()
         assert re.search(r"\d+ convolutions on oneDNN's blocked layout", log), log[-2000:]
+
+
+def test_two_processes_building_at_once_both_get_the_op(tmp_path):
+    """msrun workers, or two commands started together, may compile the op at the same moment: each
+    downloads and compiles in a folder of its own and moves the result in whole."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    code = "from geocli.runtime import blocked_conv as b; print(b.build())"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outputs]
+    paths = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert len(paths) == 1 and Path(paths.pop()).is_file()
+    assert not list((tmp_path / "geoloc" / "kernels").glob("*.tmp"))

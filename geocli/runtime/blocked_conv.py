@@ -129,8 +129,11 @@ def headers(cache: Path) -> Path:
                 extract(wheel, Path(tmp) / "unpacked")
             except GeolocError as exc:
                 raise Unbuildable(str(exc)) from None
-            if not unpacked.exists():
+            try:
                 os.replace(Path(tmp) / "unpacked", unpacked)
+            except OSError:  # another process unpacked them first: use theirs
+                if not unpacked.is_dir():
+                    raise
         found = sorted(unpacked.glob("*.data/data/include"))
         if not found:
             raise Unbuildable(f"{unpacked}: no include folder inside the {HEADERS_WHEEL} wheel")
