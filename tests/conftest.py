@@ -55,11 +55,15 @@ def ranks_agree():
 @pytest.fixture(autouse=True)
 def _isolated_runs(tmp_path, monkeypatch):
     """Run every test in its own working directory so default ``runs/`` folders never collide; with its own
-    cache, and ``--conv auto`` (a test's ``--conv`` sets GEOLOC_CONV in this process: undone afterwards)."""
+    cache, and MindSpore's convolutions (a test's ``--conv`` sets GEOLOC_CONV in this process: undone
+    afterwards)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("GEOLOC_CONV", "auto")
+    monkeypatch.setenv("GEOLOC_CONV", "mindspore")
     yield
 
 
 os.environ.setdefault("GLOG_v", "3")
+# A developer who built the blocked convolutions (`--conv blocked`) would otherwise run the suite's
+# module-scoped trainings on them (`auto`); tests/test_blocked_conv.py turns them on where it tests them.
+os.environ["GEOLOC_CONV"] = "mindspore"
