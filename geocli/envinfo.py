@@ -289,7 +289,8 @@ def collect(probe: bool = True, timeout: float = 120.0) -> Dict[str, Any]:
 
 def _conv_row(conv: Dict[str, Any]) -> str:
     """What ``--conv`` runs here (geocli.runtime.blocked_conv)."""
-    built = f"blocked op built ({conv['library']})" if conv["library"] else "blocked op not built (--conv blocked builds it)"
+    built = (f"blocked op built ({conv['library']})" if conv["library"]
+             else "blocked op not built (--conv blocked builds it)")
     return f"{conv['choice']} (--conv, GEOLOC_CONV); {built}"
 
 

@@ -136,40 +136,47 @@ struct State {
 };
 State &state() { static State s; return s; }
 
-convolution_forward::primitive_desc forward_pd(State &st, const Geometry &g, prop_kind kind) {
-  return convolution_forward::primitive_desc(st.eng, kind, algorithm::convolution_direct, g.any(g.src), g.any(g.wei),
+/// The forward primitive's descriptor (also the hint both gradients are built from).
+convolution_forward::primitive_desc forward_pd(State &st, const Geometry &g) {
+  return convolution_forward::primitive_desc(st.eng, prop_kind::forward_training, algorithm::convolution_direct,
+                                             g.any(g.src), g.any(g.wei),
                                              memory::desc(g.bias, f32, tag::x), g.any(g.dst), g.strides, g.dilates,
                                              g.pad_l, g.pad_r);
 }
 
-/// Runs ``e.prim``: each plain input is reordered into its blocked buffer (or used as it is when the
-/// layouts agree), each output is reordered back into its plain buffer.
-void run(State &st, Entry &e, const std::map<int, memory> &inputs, const std::map<int, memory> &outputs) {
+/// The buffer ``e.prim`` uses for argument ``id`` given as ``plain``: its own blocked buffer when the
+/// layouts differ, else ``plain`` itself.
+const memory &own(const Entry &e, int id, const memory &plain) {
+  auto found = e.blocked.find(id);
+  return found == e.blocked.end() || found->second.get_desc() == plain.get_desc() ? plain : found->second;
+}
+
+/// Reorders ``from`` into ``to`` (the same values, another layout).
+void copy(State &st, const memory &from, const memory &to) {
+  reorder(from, to).execute(st.strm, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+}
+
+/// Runs ``e.prim``: each plain input is reordered into the primitive's own buffer where their layouts
+/// differ, and each output back into its plain buffer.
+void run(State &st, const Entry &e, const std::map<int, memory> &inputs, const std::map<int, memory> &outputs) {
   std::unordered_map<int, memory> args;
   for (const auto &kv : inputs) {
-    auto found = e.blocked.find(kv.first);
-    if (found == e.blocked.end() || found->second.get_desc() == kv.second.get_desc()) {
-      args[kv.first] = kv.second;
-    } else {
-      reorder(kv.second, found->second).execute(st.strm, const_cast<memory &>(kv.second), found->second);
-      args[kv.first] = found->second;
-    }
+    const memory &used = own(e, kv.first, kv.second);
+    if (&used != &kv.second) copy(st, kv.second, used);
+    args[kv.first] = used;
   }
-  for (const auto &kv : outputs) {
-    auto found = e.blocked.find(kv.first);
-    bool same = found == e.blocked.end() || found->second.get_desc() == kv.second.get_desc();
-    args[kv.first] = same ? kv.second : found->second;
-  }
+  for (const auto &kv : outputs) args[kv.first] = own(e, kv.first, kv.second);
   e.prim.execute(st.strm, args);
   for (const auto &kv : outputs) {
-    auto found = e.blocked.find(kv.first);
-    if (found != e.blocked.end() && !(found->second.get_desc() == kv.second.get_desc()))
-      reorder(found->second, kv.second).execute(st.strm, found->second, const_cast<memory &>(kv.second));
+    const memory &used = own(e, kv.first, kv.second);
+    if (&used != &kv.second) copy(st, used, kv.second);
   }
   st.strm.wait();
 }
 
-memory plain(State &st, const memory::dims &d, tag t, void *data) { return memory(memory::desc(d, f32, t), st.eng, data); }
+memory plain(State &st, const memory::dims &d, tag t, void *data) {
+  return memory(memory::desc(d, f32, t), st.eng, data);
+}
 
 /// Runs the primitive of ``kind`` (0 forward, 1 data gradient, 2 weight gradient) at ``g``, built by
 /// ``make()`` the first time, on the plain buffers.
@@ -177,6 +184,7 @@ template <typename Make>
 int run_cached(int kind, const Geometry &g, Make make, const std::map<int, memory> &inputs,
                const std::map<int, memory> &outputs) {
   State &st = state();
+  std::lock_guard<std::mutex> lock(st.mu);  // the cache, the buffers, the stream and its pool are shared
   auto &slot = st.cache[{kind, g.key}];
   if (!slot) slot.reset(new Entry(make(st)));
   run(st, *slot, inputs, outputs);
@@ -189,11 +197,10 @@ extern "C" int ConvFwd(int nparam, void **params, int *ndims, int64_t **shapes, 
                        void *stream, void *extra) {
   if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
   State &st = state();
-  std::lock_guard<std::mutex> lock(st.mu);
   Geometry g(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
-    auto pd = forward_pd(st, g, prop_kind::forward_training);
+    auto pd = forward_pd(st, g);
     return Entry{convolution_forward(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
                                            {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
                                            {DNNL_ARG_DST, memory(pd.dst_desc(), st.eng)}}};
@@ -211,13 +218,12 @@ extern "C" int ConvBwdData(int nparam, void **params, int *ndims, int64_t **shap
                            void *stream, void *extra) {
   if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
   State &st = state();
-  std::lock_guard<std::mutex> lock(st.mu);
   Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.src, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
     auto pd = convolution_backward_data::primitive_desc(st.eng, algorithm::convolution_direct, g.any(g.src),
                                                         g.any(g.wei), g.any(g.dst), g.strides, g.dilates, g.pad_l,
-                                                        g.pad_r, forward_pd(st, g, prop_kind::forward_training));
+                                                        g.pad_r, forward_pd(st, g));
     return Entry{convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
                                                  {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
                                                  {DNNL_ARG_DIFF_SRC, memory(pd.diff_src_desc(), st.eng)}}};
@@ -233,13 +239,12 @@ extern "C" int ConvBwdWeights(int nparam, void **params, int *ndims, int64_t **s
                               void *stream, void *extra) {
   if (nparam != 6 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
   State &st = state();
-  std::lock_guard<std::mutex> lock(st.mu);
   Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.wei, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
     auto pd = convolution_backward_weights::primitive_desc(
         st.eng, algorithm::convolution_direct, g.any(g.src), g.any(g.wei), memory::desc(g.bias, f32, tag::x),
-        g.any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, forward_pd(st, g, prop_kind::forward_training));
+        g.any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, forward_pd(st, g));
     return Entry{convolution_backward_weights(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
                                                     {DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
                                                     {DNNL_ARG_DIFF_WEIGHTS, memory(pd.diff_weights_desc(), st.eng)}}};
