@@ -36,3 +36,47 @@ def test_air_export_refused_off_ascend(cli, tmp_path):
         pytest.skip("this machine has Ascend: AIR export is possible")
     result = cli("export", "toy", "--format", "air")
     assert result.exit_code == 2 and "needs an Ascend device" in result.stderr
+
+
+def test_cpu_launches_run_on_the_calling_thread_unless_the_user_says_otherwise(monkeypatch):
+    """geoloc sets MS_DEV_HOST_BLOCKING_RUN=1 on CPU (geocli.runtime.context.dispatch_inline says why)."""
+    from geocli.runtime import context
+
+    monkeypatch.delenv(context.HOST_BLOCKING_ENV, raising=False)
+    assert context.dispatch_inline("ascend") is False  # device kernels: MindSpore's queue stays
+    assert context.HOST_BLOCKING_ENV not in __import__("os").environ
+    assert context.dispatch_inline("cpu") is True
+    monkeypatch.setenv(context.HOST_BLOCKING_ENV, "0")
+    assert context.dispatch_inline("cpu") is False  # the user's choice wins
+
+
+@pytest.mark.parametrize("user_choice, queue_thread", [(None, False), ("0", True)])
+def test_mindspore_starts_no_busy_waiting_queue_after_setup(tmp_path, user_choice, queue_thread):
+    """After context.setup on CPU, a graph runs without MindSpore's frontend_queue thread (the one the
+    caller busy-waits for); with the user's MS_DEV_HOST_BLOCKING_RUN=0 the thread is there."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("thread names are read from /proc (Linux)")
+    script = (
+        "import os, numpy as np, mindspore as ms\n"
+        "from pathlib import Path\n"
+        "from geocli.runtime import context\n"
+        f"context.setup(Path({str(tmp_path)!r}), device='cpu', mode='graph', seed=0, threads=1, distributed=False)\n"
+        "@ms.jit\n"
+        "def f(x):\n"
+        "    return x * 2 + 1\n"
+        "assert float(f(ms.Tensor(np.ones(3, np.float32))).asnumpy()[0]) == 3.0\n"
+        "print(sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MS_DEV_HOST_BLOCKING_RUN"}
+    if user_choice is not None:
+        env["MS_DEV_HOST_BLOCKING_RUN"] = user_choice
+    path = tmp_path / "launch.py"  # MindSpore compiles a graph from its source file, not from `-c`
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    threads = out.stdout.strip().splitlines()[-1]
+    assert ("frontend_queue" in threads) is queue_thread, threads

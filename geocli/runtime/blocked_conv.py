@@ -217,16 +217,21 @@ def _pair(value) -> Tuple[int, int]:
 
 def covered(conv) -> bool:
     """Whether the op takes ``conv``: a float32 NCHW ``nn.Conv2d`` with one group and zero padding, except
-    1x1 stride-1 convolutions. Those are a plain GEMM in either layout, and the op's reorders made them
-    slower (benchmarks/blocked_conv.py: 0.96x / 0.99x inference, 0.94x / 0.85x with gradients, at ResNet50's
-    shapes), while a strided 1x1 convolution gained 2.1x / 1.8x."""
+    1x1 stride-1 convolutions and single-channel inputs.
+
+    1x1 stride-1 convolutions are a plain GEMM in either layout, and the op's reorders made them slower
+    (benchmarks/blocked_conv.py: 0.96x / 0.99x inference, 0.94x / 0.85x with gradients, at ResNet50's
+    shapes), while a strided 1x1 convolution gained 2.1x / 1.8x. A one-channel input fills one of the
+    blocked layout's eight channel lanes: SDNet's 1->32 and 1->1 3x3 layers (batch 64, 64 px) took 21.0 and
+    7.3 ms a training step on the op against 8.2 and 5.2 on MindSpore's kernel (docs/performance.md), while
+    from two channels up the op broke even or won (4->16: 20.5 against 33.1 ms)."""
     import mindspore as ms
     from mindspore import nn
 
     if type(conv) is not nn.Conv2d or conv.weight.dtype != ms.float32:
         return False
     pointwise = tuple(conv.kernel_size) == (1, 1) and _pair(conv.stride) == (1, 1)
-    return (not pointwise and conv.group == 1 and conv.data_format == "NCHW"
+    return (not pointwise and conv.in_channels > 1 and conv.group == 1 and conv.data_format == "NCHW"
             and conv.pad_mode in ("same", "valid", "pad") and getattr(conv, "padding_mode", "zeros") == "zeros")
 
 
