@@ -1,12 +1,13 @@
-"""Max-pooling whose backward pass is a scatter of the gradient to the recorded argmax positions.
+"""Max-pooling whose backward pass reads the argmax its forward pass recorded.
 
 Why: MindSpore 2.10's CPU ``MaxPoolGrad`` recomputes the pooling windows and was measured at 42 % of a
 whole PoseNet training step (1,609 of 3,846 ms of kernel time at batch 16, 224 px, 2 threads), where
 PyTorch's ``max_pool2d_with_indices_backward`` took 24 ms for the same pools
 (``benchmarks/profile_ops.py posenet``, docs/performance.md). Here the forward pass in training mode runs
 ``MaxPoolWithArgmax`` (or ``MaxPoolWithArgmaxV2``, see ``_ArgmaxPool``), which returns each window's
-argmax alongside the maximum, and the custom ``bprop`` adds every output gradient at its argmax with one
-``TensorScatterElements`` over the input.
+argmax alongside the maximum, and MindSpore's own gradient of that operator (``MaxPoolGradWithArgmax``)
+routes every output gradient to its argmax. A custom ``bprop`` with one ``TensorScatterElements`` did the
+same until 2026-11-24 and was 3.5-7.6x slower than that kernel (GoogLeNet's 3x3 pools, batch 16).
 Outputs and gradients are identical to MindSpore's own pool (both route a window's gradient to its first
 maximum; tests/test_nets_pooling.py checks every size GoogLeNet and VGG use).
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import mindspore as ms
 from mindspore import nn, ops
 
 
@@ -35,7 +35,7 @@ def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
 
 
 class _ArgmaxPool(nn.Cell):
-    """(x) -> (max, argmax); its gradient is a scatter-add of the output gradient to the argmax.
+    """(x) -> (max, argmax); MindSpore differentiates it with the argmax (no window recomputation).
 
     Two MindSpore kernels return the argmax: ``MaxPoolWithArgmax`` (v1: 'same'/'valid' like the plain
     pool, argmax flat over a sample's (C, H, W)) was 2-2.5x faster here than ``MaxPoolWithArgmaxV2`` (v2:
@@ -71,15 +71,6 @@ class _ArgmaxPool(nn.Cell):
         if use_v1:
             return self.v1(x)
         return ops.max_pool2d(x, self.kernel, self.stride, pad, 1, True, ceil)
-
-    def bprop(self, x, out, dout):
-        n, c, h, w = x.shape
-        _, use_v1, _, _ = self._choice(h, w)
-        rows, per_row = (n, c * h * w) if use_v1 else (n * c, h * w)
-        argmax = out[1].astype(ms.int32).reshape(rows, -1)
-        dx = ops.tensor_scatter_elements(ops.zeros((rows, per_row), x.dtype), argmax, dout[0].reshape(rows, -1),
-                                         axis=1, reduction="add")
-        return (dx.reshape(n, c, h, w),)
 
 
 class MaxPool2d(nn.Cell):
