@@ -39,6 +39,30 @@ def test_grad_scale_and_clip_compile_and_compute(graph_ctx):
     np.testing.assert_allclose(clipped[1].asnumpy(), [0.3, 0.4], rtol=1e-6)
 
 
+@pytest.mark.parametrize("limit", [0.5, 100.0])
+def test_global_norm_clip_equals_mindspores(graph_ctx, limit):
+    """The dot-product clip (make_clipper's sum_of_squares) gives ops.clip_by_global_norm's result,
+    clipping (0.5) and not (100)."""
+    import mindspore as ms
+    from mindspore import ops
+
+    from geocli.runtime.optim import make_clipper
+
+    rng = np.random.default_rng(0)
+    a = ms.Tensor(rng.standard_normal((3, 4, 5, 5)).astype(np.float32))
+    b = ms.Tensor(rng.standard_normal(7).astype(np.float32))
+    ours = _jitted(make_clipper(Clip("global_norm", limit)))(a, b)
+    def mindspores(grads):
+        return ops.clip_by_global_norm(grads, limit)
+
+    theirs = _jitted(mindspores)(a, b)
+    for x, y in zip(ours, theirs):
+        np.testing.assert_allclose(x.asnumpy(), y.asnumpy(), rtol=1e-5, atol=1e-7)
+    norm = np.sqrt(sum(float((t.asnumpy() ** 2).sum()) for t in ours))
+    assert norm == pytest.approx(min(limit, np.sqrt(float((a.asnumpy() ** 2).sum() + (b.asnumpy() ** 2).sum()))),
+                                 rel=1e-5)
+
+
 @pytest.mark.parametrize("decay_all", [False, True])
 def test_decay_all_reaches_batchnorm_parameters(graph_ctx, decay_all):
     """Coupled weight decay (Centroids-ReID's torch Adam): with ``decay_all`` every parameter, BatchNorm's

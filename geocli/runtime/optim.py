@@ -65,15 +65,29 @@ def make_clipper(clip: Optional[Clip]) -> Callable[[tuple], tuple]:
     if clip is None:
         return lambda grads: grads
     limit = float(clip.max)
+
+    def sum_of_squares(g):
+        """``sum(g * g)`` as one dot product of the flattened tensor with itself. Why: MindSpore 2.10's CPU
+        ``ReduceSum`` over large gradients was the slow part of the clip: ``ops.clip_by_global_norm`` over
+        ResNet50's 23.6 M gradient values took 167 ms a step on this 2-core machine, the same clip through
+        this dot product 38 ms, equal within 2e-9 (docs/performance.md)."""
+        flat = g.reshape(1, -1)
+        return ops.matmul(flat, flat.T).reshape(())
+
     if clip.mode == "value":
         return lambda grads: ops.clip_by_value(grads, -limit, limit)
-    if clip.mode == "global_norm":
-        return lambda grads: ops.clip_by_global_norm(grads, limit)
+    hyper_map = ops.HyperMap()
+    if clip.mode == "global_norm":  # g * max / max(||all||, max), as ops.clip_by_global_norm
+
+        def clip_all(grads):
+            total = ops.sqrt(ops.addn(hyper_map(sum_of_squares, grads)))
+            return hyper_map(ops.partial(ops.mul, limit / ops.maximum(total, limit)), grads)
+
+        return clip_all
     if clip.mode == "norm":  # each tensor on its own: g * min(1, max / ||g||), the PoseNet port's clip
-        hyper_map = ops.HyperMap()
 
         def clip_one(g):
-            return g * ops.minimum(1.0, limit / (ops.sqrt(ops.reduce_sum(g * g)) + 1e-12))
+            return g * ops.minimum(1.0, limit / (ops.sqrt(sum_of_squares(g)) + 1e-12))
 
         return lambda grads: hyper_map(clip_one, grads)
     raise ConfigError(f"unknown gradient clip mode {clip.mode!r}; choose value, norm or global_norm")
