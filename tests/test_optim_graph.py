@@ -52,6 +52,7 @@ def test_global_norm_clip_equals_mindspores(graph_ctx, limit):
     a = ms.Tensor(rng.standard_normal((3, 4, 5, 5)).astype(np.float32))
     b = ms.Tensor(rng.standard_normal(7).astype(np.float32))
     ours = _jitted(make_clipper(Clip("global_norm", limit)))(a, b)
+
     def mindspores(grads):
         return ops.clip_by_global_norm(grads, limit)
 

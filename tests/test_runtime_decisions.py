@@ -40,11 +40,13 @@ def test_air_export_refused_off_ascend(cli, tmp_path):
 
 def test_cpu_launches_run_on_the_calling_thread_unless_the_user_says_otherwise(monkeypatch):
     """geoloc sets MS_DEV_HOST_BLOCKING_RUN=1 on CPU (geocli.runtime.context.dispatch_inline says why)."""
+    import os
+
     from geocli.runtime import context
 
     monkeypatch.delenv(context.HOST_BLOCKING_ENV, raising=False)
     assert context.dispatch_inline("ascend") is False  # device kernels: MindSpore's queue stays
-    assert context.HOST_BLOCKING_ENV not in __import__("os").environ
+    assert context.HOST_BLOCKING_ENV not in os.environ
     assert context.dispatch_inline("cpu") is True
     monkeypatch.setenv(context.HOST_BLOCKING_ENV, "0")
     assert context.dispatch_inline("cpu") is False  # the user's choice wins
@@ -57,6 +59,8 @@ def test_mindspore_starts_no_busy_waiting_queue_after_setup(tmp_path, user_choic
     import os
     import subprocess
     import sys
+
+    from geocli.runtime.context import HOST_BLOCKING_ENV
 
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("thread names are read from /proc (Linux)")
@@ -71,9 +75,9 @@ def test_mindspore_starts_no_busy_waiting_queue_after_setup(tmp_path, user_choic
         "assert float(f(ms.Tensor(np.ones(3, np.float32))).asnumpy()[0]) == 3.0\n"
         "print(sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MS_DEV_HOST_BLOCKING_RUN"}
+    env = {k: v for k, v in os.environ.items() if k != HOST_BLOCKING_ENV}
     if user_choice is not None:
-        env["MS_DEV_HOST_BLOCKING_RUN"] = user_choice
+        env[HOST_BLOCKING_ENV] = user_choice
     path = tmp_path / "launch.py"  # MindSpore compiles a graph from its source file, not from `-c`
     path.write_text(script)
     out = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, timeout=300)

@@ -65,6 +65,8 @@ def make_clipper(clip: Optional[Clip]) -> Callable[[tuple], tuple]:
     if clip is None:
         return lambda grads: grads
     limit = float(clip.max)
+    if clip.mode == "value":
+        return lambda grads: ops.clip_by_value(grads, -limit, limit)
 
     def sum_of_squares(g):
         """``sum(g * g)`` as one dot product of the flattened tensor with itself. Why: MindSpore 2.10's CPU
@@ -74,8 +76,6 @@ def make_clipper(clip: Optional[Clip]) -> Callable[[tuple], tuple]:
         flat = g.reshape(1, -1)
         return ops.matmul(flat, flat.T).reshape(())
 
-    if clip.mode == "value":
-        return lambda grads: ops.clip_by_value(grads, -limit, limit)
     hyper_map = ops.HyperMap()
     if clip.mode == "global_norm":  # g * max / max(||all||, max), as ops.clip_by_global_norm
 
