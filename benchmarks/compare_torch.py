@@ -70,7 +70,7 @@ from twins import Options, Unavailable  # noqa: E402  (the interface every twin 
 from geocli.errors import GeolocError  # noqa: E402
 
 ORDER = ("geoloc", "blocked", "mindspore", "torch", "onnxruntime")
-LABELS = {"geoloc": "geoloc (MindSpore)", "blocked": "geoloc --conv blocked",
+LABELS = {"geoloc": "geoloc --conv mindspore", "blocked": "geoloc --conv blocked (auto)",
           "mindspore": "plain MindSpore twin", "torch": "PyTorch twin", "onnxruntime": "geoloc --engine onnxruntime"}
 #: glibc tunables per --malloc mode: "keep" stops glibc from unmapping and trimming freed memory.
 MALLOC = {"default": None,
@@ -116,8 +116,9 @@ def _serve(conn, name: str, variant: str, opts: Options, parts) -> None:
 
             from geocli.runtime import blocked_conv, context
 
-            # "geoloc" times MindSpore's convolutions whatever is built here; "blocked" is geoloc with
-            # --conv blocked (the trainer and the inference runners swap the convolutions)
+            # "geoloc" times MindSpore's convolutions; "blocked" is geoloc with --conv blocked, which is
+            # what the default (auto) runs wherever the op can be built (the trainer and the inference
+            # runners swap the convolutions)
             blocked_conv.choose("blocked" if variant == "blocked" else "mindspore")
             context.setup(Path(tempfile.mkdtemp(prefix="compare-torch-")), mode="graph", seed=0,
                           threads=opts.threads, distributed=False)

@@ -289,8 +289,12 @@ def collect(probe: bool = True, timeout: float = 120.0) -> Dict[str, Any]:
 
 def _conv_row(conv: Dict[str, Any]) -> str:
     """What ``--conv`` runs here (geocli.runtime.blocked_conv)."""
-    built = (f"blocked op built ({conv['library']})" if conv["library"]
-             else "blocked op not built (--conv blocked builds it)")
+    if conv["library"]:
+        built = f"blocked op built ({conv['library']})"
+    elif conv.get("failure"):
+        built = f"blocked op cannot be built here: {conv['failure']} (--conv blocked tries again)"
+    else:
+        built = "blocked op not built yet (the first run on CPU compiles it, about 5 s)"
     return f"{conv['choice']} (--conv, GEOLOC_CONV); {built}"
 
 

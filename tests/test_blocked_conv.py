@@ -3,6 +3,7 @@
 and must give nn.Conv2d's outputs and gradients for every geometry the backends use, keep parameter
 names and checkpoints, train like MindSpore's kernel, stay out of export graphs, and follow the choice."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -110,15 +111,48 @@ def test_the_choice_decides_and_never_runs_off_cpu(graph_mode, kernels, monkeypa
     monkeypatch.setenv("GEOLOC_CONV", "blocked")
     assert blocked_conv.apply(plain, device="gpu") == 0
     monkeypatch.setenv("GEOLOC_CONV", "auto")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
-    assert blocked_conv.apply(plain) == 0  # auto: not built here -> MindSpore's kernel, nothing built
-    assert not (tmp_path / "empty").exists()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(kernels))
-    assert blocked_conv.apply(plain) == 1  # auto: built -> swapped
+    assert blocked_conv.apply(plain, device="ascend") == 0
+    assert blocked_conv.apply(plain) == 1  # auto: built here -> swapped
     assert blocked_conv.apply(plain) == 0  # nothing left to swap
     monkeypatch.setenv("GEOLOC_CONV", "fast")
     with pytest.raises(UsageError, match="GEOLOC_CONV 'fast': choose one of auto, blocked, mindspore"):
         blocked_conv.chosen()
+
+
+def test_auto_builds_on_first_use_and_remembers_why_it_could_not(graph_mode, monkeypatch, tmp_path, cli):
+    """The default compiles the op the first time a network runs on CPU; where it cannot (here: no g++),
+    the run goes on with MindSpore's convolution, says so once, and records why, so later runs do not try
+    again; --conv blocked does try again, and a success clears the record."""
+    import mindspore as ms
+
+    monkeypatch.setenv("GEOLOC_CONV", "auto")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh"))
+    plain, _ = _pair(graph_mode, 3, 4, 3, pad_mode="same")
+    assert blocked_conv.needs_build("auto") and blocked_conv.needs_build("blocked")
+    assert not blocked_conv.needs_build("mindspore")
+    assert blocked_conv.apply(plain) == 1  # compiled now, in an empty cache
+    assert blocked_conv.library_path().is_file()
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-compiler"))
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    r = cli("train", "toy", "--set", "train.steps=2")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "note: convolutions on MindSpore's CPU kernel: g++ not found" in " ".join(r.stderr.split())
+    record = blocked_conv.failure_record(blocked_conv.library_path())
+    assert "g++ not found" in record.read_text()
+    assert blocked_conv.status(ms.__version__)["failure"] == record.read_text().strip()
+    assert not blocked_conv.needs_build("auto") and blocked_conv.needs_build("blocked")
+    env = cli("env", "--json")
+    assert "g++ not found" in json.loads(env.stdout)["conv"]["failure"]
+    r = cli("train", "toy", "--set", "train.steps=2")
+    assert r.exit_code == 0 and "note:" not in r.stderr, r.stderr  # said once
+    monkeypatch.setattr(shutil, "which", real_which)
+    other, _ = _pair(graph_mode, 3, 4, 3, pad_mode="same")
+    assert blocked_conv.apply(other) == 0  # auto does not try again, even with g++ back
+    monkeypatch.setenv("GEOLOC_CONV", "blocked")
+    assert blocked_conv.apply(other) == 1  # --conv blocked does, and a success clears the record
+    assert not record.exists() and blocked_conv.status(ms.__version__)["failure"] is None
 
 
 def test_no_compiler_a_failed_compile_and_a_bad_choice_are_clear_errors(monkeypatch, tmp_path, cli):

@@ -37,7 +37,7 @@ def demo(
     from geocli.cli.tasks import choose_conv
     from geocli.demo import run_demos
 
-    choose_conv(conv)
+    choose_conv(conv, device)
     con = console()
     outcomes = run_demos(models, data_dir, out, device,
                          on_start=lambda name: con.rule(f"demo: {name}"))

@@ -34,14 +34,6 @@ def worker_argv(model: str, params: Dict[str, Any], run_dir: Path) -> List[str]:
     return argv
 
 
-def _build_conv_once() -> None:
-    """With ``--conv blocked``, compile the op here, once, rather than in every worker at the same time."""
-    from geocli.runtime import blocked_conv
-
-    if blocked_conv.chosen() == "blocked":
-        blocked_conv.build()
-
-
 def launch(model: str, params: Dict[str, Any]) -> None:
     from geocli.runtime import launch as launcher
 
@@ -52,8 +44,6 @@ def launch(model: str, params: Dict[str, Any]) -> None:
     run_dir = Path(params["out"]) if params.get("out") else runs.new_run_dir(model, params["preset"])
     child = worker_argv(model, params, run_dir)
     con = console()
-    if not params.get("dry_run"):
-        _build_conv_once()
     if params.get("rank_table") is not None:
         table = launcher.load_rank_table(params["rank_table"])
         envs = launcher.rank_table_envs(table, params["rank_table"])

@@ -98,7 +98,7 @@ def train(
     spec, cfg = resolve_config(model, preset, config, set_)
     if print_config:
         print_config_and_exit(cfg)
-    choose_conv(conv)  # before a launch: msrun's workers inherit the choice
+    choose_conv(conv, device, build=not dry_run)  # before a launch: msrun's workers inherit the choice
     if distributed or rank_table is not None or dry_run:
         from geocli.cli import launch_train
 
@@ -145,7 +145,7 @@ def evaluate(
                          "(or the ModelZoo port's)")
     from geocli import api
 
-    choose_conv(conv)
+    choose_conv(conv, device)
     metrics, out_dir = api.evaluate(model, checkpoint, data=data, out=out, preset=preset, config_file=config,
                                     overrides=set_ or [], device=device, mode=mode, threads=threads,
                                     quiet=State.verbosity < 0, engine=engine)
@@ -186,14 +186,30 @@ def export(
             con.print(f"parity check: {result.note}")
 
 
-def choose_conv(conv: Optional[str]) -> None:
+def choose_conv(conv: Optional[str], device: Optional[str] = None, build: bool = True) -> None:
     """``--conv``: which CPU convolution kernels this process (and its msrun workers) run; without the
-    flag, ``GEOLOC_CONV`` or auto."""
+    flag, ``GEOLOC_CONV`` or auto.
+
+    When the choice runs the blocked op on CPU and it is not built yet, it is compiled here, once, under a
+    spinner (before an msrun launch too, so the workers do not all compile it at the same moment). Under
+    ``auto`` a failure is one yellow line, and the run goes on with MindSpore's convolution."""
     from geocli.runtime import blocked_conv
 
     if conv is not None:
         blocked_conv.choose(conv)
-    blocked_conv.chosen()  # a bad GEOLOC_CONV fails here, before any work
+    choice = blocked_conv.chosen()  # a bad GEOLOC_CONV fails here, before any work
+    if not build or (device is not None and device.lower() != "cpu") or not blocked_conv.needs_build(choice):
+        return
+    con = console(stderr=True)
+    con.quiet = State.verbosity < 0  # -q: no spinner, no note
+    try:
+        with con.status("compiling the blocked convolutions (once, a few seconds; --conv mindspore skips it)"):
+            blocked_conv.build()
+    except blocked_conv.Unbuildable as exc:
+        if choice == "blocked":
+            raise
+        con.print(f"[yellow]note:[/] convolutions on MindSpore's CPU kernel: {exc} (recorded; `geoloc env` "
+                  "shows it, --conv blocked tries again)")
 
 
 InputsArg = Annotated[List[Path], typer.Argument(help="Image files (or a folder, where the model allows it).",
@@ -204,7 +220,7 @@ def _infer(task: str, model: str, inputs: List[Path], checkpoint, out, set_, dev
            engine: str = "mindspore", conv: Optional[str] = None):
     from geocli import api
 
-    choose_conv(conv)
+    choose_conv(conv, device)
     for path in inputs:
         if not Path(path).exists():
             raise UsageError(f"{path}: no such file or folder")

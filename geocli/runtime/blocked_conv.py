@@ -11,9 +11,10 @@ and oneDNN's headers from the ``onednn-devel`` wheel (about 200 kB, ``pip downlo
 
 The choice (``--conv``, or ``GEOLOC_CONV`` in the environment, which msrun workers inherit):
 
-* ``auto`` (default): the blocked op when it is already built here and the network runs on CPU,
-  else MindSpore's convolution; ``geoloc env`` says which;
-* ``blocked``: build the op when it is missing (an error says why it cannot be built);
+* ``auto`` (default): on CPU, the blocked op, built on first use (about 5 s, once); where it cannot be
+  built (no g++, no package index, another oneDNN), MindSpore's convolution, and the reason is recorded
+  beside the op's path so later runs do not try again (``geoloc env`` shows it; ``--conv blocked`` retries);
+* ``blocked``: the op, built when missing, or an error that says why it cannot be built;
 * ``mindspore``: MindSpore's convolution always.
 
 The op replaces ``nn.Conv2d`` cells in training networks (``geocli.runtime.trainer``) and in MindSpore
@@ -119,8 +120,9 @@ def headers(cache: Path) -> Path:
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:  # concurrent builds (msrun workers) never mix
-            got = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", HEADERS_WHEEL,
-                                  "-d", tmp], capture_output=True, text=True)
+            # one retry and a 10 s timeout: offline, ``auto`` gives up in seconds rather than pip's minutes
+            got = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--retries", "1",
+                                  "--timeout", "10", HEADERS_WHEEL, "-d", tmp], capture_output=True, text=True)
             if got.returncode != 0:
                 raise Unbuildable(f"pip download {HEADERS_WHEEL} failed (the blocked convolutions need oneDNN's "
                                   f"headers): {_one_line(got.stderr)}")
@@ -155,11 +157,43 @@ def _one_line(text: str, keep: int = 400) -> str:
     return " ".join(text.split())[-keep:]
 
 
-def build() -> Path:
-    """Compile the op for this MindSpore (once: later calls return the cached file)."""
+def failure_record(library: Path) -> Path:
+    """Where a failed build of ``library`` leaves its reason (read by ``auto`` and ``geoloc env``)."""
+    return library.with_suffix(".unbuildable")
+
+
+def build(retry: bool = True) -> Path:
+    """Compile the op for this MindSpore (once: later calls return the cached file).
+
+    A failure is recorded (:func:`failure_record`) and raised as :class:`Unbuildable`; with
+    ``retry=False`` (``auto``) a recorded failure is raised again without a new attempt, so a machine
+    without a compiler or an index does not pay for the attempt on every run."""
     out = library_path()
     if out.is_file():
         return out
+    record = failure_record(out)
+    if not retry and record.is_file():
+        raise Unbuildable(record.read_text().strip())
+    try:
+        _compile(out)
+    except Unbuildable as exc:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"{exc}\n")
+        raise
+    record.unlink(missing_ok=True)
+    return out
+
+
+def needs_build(choice: str) -> bool:
+    """Whether running under ``choice`` would compile the op now (not built, and for ``auto`` no failure
+    recorded): the CLI then shows a spinner for the few seconds it takes."""
+    if choice == "mindspore":
+        return False
+    out = library_path()
+    return not out.is_file() and (choice == "blocked" or not failure_record(out).is_file())
+
+
+def _compile(out: Path) -> None:
     if shutil.which("g++") is None:
         raise Unbuildable("g++ not found: the blocked convolutions are compiled on first use; install a C++ "
                           "compiler (Debian/Ubuntu: apt install g++) or run with --conv mindspore")
@@ -173,7 +207,6 @@ def build() -> Path:
         partial.unlink(missing_ok=True)
         raise Unbuildable(f"compiling {SOURCE.name} failed: {_one_line(got.stderr)}")
     os.replace(partial, out)  # atomic: a concurrent worker sees the whole file or none
-    return out
 
 
 @lru_cache(maxsize=None)
@@ -186,28 +219,37 @@ def _loadable(path: str) -> bool:
 
 
 def active_library(device: str = "cpu") -> Optional[Path]:
-    """The op to run under the current choice on ``device``, or None for MindSpore's convolution;
-    ``blocked`` builds it (and raises :class:`Unbuildable` when it cannot)."""
+    """The op to run under the current choice on ``device``, or None for MindSpore's convolution.
+
+    Both ``blocked`` and ``auto`` build the op when it is missing; ``blocked`` raises
+    :class:`Unbuildable` when it cannot be built or loaded, ``auto`` then returns None."""
     choice = chosen()
     if choice == "mindspore" or device.lower() != "cpu":
         return None
-    if choice == "blocked":
-        path = build()
-        if not _loadable(str(path)):
-            raise Unbuildable(f"{path}: cannot be loaded; delete it to rebuild, or run with --conv mindspore")
+    try:
+        path = build(retry=choice == "blocked")
+    except Unbuildable:
+        if choice == "blocked":
+            raise
+        return None
+    if _loadable(str(path)):
         return path
-    path = library_path()
-    return path if path.is_file() and _loadable(str(path)) else None
+    if choice == "blocked":
+        raise Unbuildable(f"{path}: cannot be loaded; delete it to rebuild, or run with --conv mindspore")
+    return None
 
 
 def status(mindspore_version: Optional[str]) -> Dict[str, Optional[str]]:
-    """For ``geoloc env``: the choice and where the op for ``mindspore_version`` is built (None: not yet)."""
+    """For ``geoloc env``: the choice, where the op for ``mindspore_version`` is built (None: not yet), and
+    why it could not be built (None: no failure recorded)."""
     try:
         choice = chosen()
     except UsageError as exc:
         choice = f"not usable: {exc}"
     path = library_path(mindspore_version) if mindspore_version else None
-    return {"choice": choice, "library": str(path) if path is not None and path.is_file() else None}
+    record = failure_record(path) if path is not None else None
+    return {"choice": choice, "library": str(path) if path is not None and path.is_file() else None,
+            "failure": record.read_text().strip() if record is not None and record.is_file() else None}
 
 
 # ---- the cell ----------------------------------------------------------------------------------------
@@ -326,8 +368,8 @@ def apply(network, device: str = "cpu", log=None) -> int:
     so = active_library(device)
     if so is None:
         if log is not None and device.lower() == "cpu" and chosen() == "auto":
-            log.info("convolutions on MindSpore's CPU kernel; --conv blocked compiles a faster one once "
-                     "(README, 'Faster CPU convolutions')", show=False)
+            log.info("convolutions on MindSpore's CPU kernel: the blocked op cannot be built here (geoloc env "
+                     "says why; --conv blocked tries again)", show=False)
         elif log is not None and device.lower() != "cpu" and chosen() == "blocked":
             log.info(f"--conv blocked is for CPU: the network runs on {device} with MindSpore's convolutions")
         return 0
@@ -340,5 +382,5 @@ def apply(network, device: str = "cpu", log=None) -> int:
     return swapped
 
 
-__all__ = ["CHOICES", "Unbuildable", "check", "choose", "chosen", "build", "active_library", "status", "covered",
+__all__ = ["CHOICES", "Unbuildable", "check", "choose", "chosen", "build", "needs_build", "failure_record", "active_library", "status", "covered",
            "swap_convs", "plain_convs", "apply"]
