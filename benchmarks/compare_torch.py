@@ -2,8 +2,9 @@
 
 Every variant runs in its own worker process (built and warmed up once), and the script times them one
 after the other, interleaved round by round, with the same batch, image size and thread count, so
-machine load hits all of them alike; the table reports the median images/s of the rounds and the ratio
-of geoloc to each twin (> 1: geoloc is faster).
+machine load hits all of them alike; the table reports the median images/s of the rounds and, for the
+ratio of geoloc to each twin (> 1: geoloc is faster), the median of the per-round ratios (see
+:func:`speed_ratio`).
 
 Why one process per variant: a framework's speed depends on the state of the process it runs in. Most
 of all on glibc's allocator: by default it hands large freed blocks back to the kernel, so an eager
@@ -232,6 +233,20 @@ def _rate(row: Row, part: str, batch: int) -> Optional[float]:
     return batch / statistics.median(times) if times else None
 
 
+def speed_ratio(num: Row, den: Row, part: str) -> Optional[float]:
+    """How many times faster ``num`` ran ``part`` than ``den``: the median of the per-round ratios.
+
+    Each round times the variants back to back, so a slow spell of the machine (other jobs, a neighbour
+    on the host) slows both sides of a round's ratio alike; the ratio of the two medians would mix rounds
+    from different spells. Rows timed in different numbers of rounds fall back to that ratio of medians."""
+    a, b = num.times[part], den.times[part]
+    if not a or not b:
+        return None
+    if len(a) == len(b):
+        return statistics.median(tb / ta for ta, tb in zip(a, b))
+    return statistics.median(b) / statistics.median(a)
+
+
 def _report(title: str, opts: Options, parts, rows: List[Row], args) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n{title}: batch {opts.batch}, {opts.size}x{opts.size}, {opts.threads} threads, "
@@ -250,12 +265,11 @@ def _report(title: str, opts: Options, parts, rows: List[Row], args) -> None:
                 continue
             for part in parts:
                 rate = _rate(row, part, opts.batch)
-                ref = _rate(base, part, opts.batch) if base else None
+                ratio = speed_ratio(base, row, part) if base and row is not base else None
                 if rate is None:
                     line += f"{'-':>13s}{'':>10s}"
                 else:
-                    ratio = "" if row is base or ref is None else f"{ref / rate:.2f}x"
-                    line += f"{rate:13.1f}{ratio:>10s}"
+                    line += f"{rate:13.1f}{'' if ratio is None else f'{ratio:.2f}x':>10s}"
             if row.note:
                 line += f"  ({row.note})"
             print(line)
@@ -263,11 +277,10 @@ def _report(title: str, opts: Options, parts, rows: List[Row], args) -> None:
         for variant in ("blocked", "onnxruntime"):  # the alternatives against PyTorch, not against geoloc
             other = next((r for r in group if r.variant == variant and r.worker), None)
             for part in parts:
-                ours = _rate(other, part, opts.batch) if other else None
-                theirs = _rate(torch_row, part, opts.batch) if torch_row else None
-                if ours and theirs:
+                ratio = speed_ratio(other, torch_row, part) if other and torch_row else None
+                if ratio:
                     print(f"  {LABELS[variant]} / PyTorch, {'training' if part == 'train' else 'inference'}: "
-                          f"{ours / theirs:.2f}x")
+                          f"{ratio:.2f}x")
 
 
 def main(argv=None) -> None:

@@ -34,12 +34,36 @@ def test_compare_torch_prints_every_variant_with_ratios(tmp_path):
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
     table = "\n".join(lines)
     assert "SDNet" in lines[0] and "batch 4, 64x64, 2 threads" in lines[0]
-    for label in ("geoloc (MindSpore)", "PyTorch twin", "geoloc --engine onnxruntime"):
+    for label in ("geoloc --conv mindspore", "PyTorch twin", "geoloc --engine onnxruntime"):
         row = next(ln for ln in lines if ln.strip().startswith(label))
         assert "skipped" not in row, table
     torch_row = next(ln for ln in lines if ln.strip().startswith("PyTorch twin"))
     assert re.search(r"\d\.\d\dx", torch_row), table  # the inference ratio geoloc / PyTorch
     assert "geoloc --engine onnxruntime / PyTorch, inference" in table
+
+
+def test_ratios_pair_the_rounds(monkeypatch):
+    """A ratio is the median of the per-round ratios: a round where the machine slowed both sides alike
+    does not tilt it, as it would tilt the ratio of the two medians."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import compare_torch
+
+    def row(*train):
+        r = compare_torch.Row("geoloc", "keep", None)
+        r.times["train"] = list(train)
+        return r
+
+    # rounds 2 and 3 ran in a slow spell (everything took 3x); geoloc is 1.25x faster in every round
+    geoloc, torch_twin = row(0.8, 2.4, 2.4), row(1.0, 3.0, 3.0)
+    assert compare_torch.speed_ratio(geoloc, torch_twin, "train") == pytest.approx(1.25)
+    assert compare_torch.speed_ratio(torch_twin, geoloc, "train") == pytest.approx(0.8)
+    # rounds not paired (a variant timed fewer rounds): the ratio of the medians
+    assert compare_torch.speed_ratio(row(1.0, 1.0), row(2.0, 2.0, 5.0), "train") == pytest.approx(2.0)
+    assert compare_torch.speed_ratio(row(), torch_twin, "train") is None
+    # a spell that hits one side of one round only (round 3's twin): still 1.25, where the ratio of the
+    # medians (3.0 / 0.8) would say 3.75
+    geoloc, torch_twin = row(0.8, 2.4, 0.8), row(1.0, 3.0, 3.0)
+    assert compare_torch.speed_ratio(geoloc, torch_twin, "train") == pytest.approx(1.25)
 
 
 def test_missing_pytorch_is_reported_not_raised(monkeypatch):
