@@ -291,6 +291,8 @@ def _conv_row(conv: Dict[str, Any]) -> str:
     """What ``--conv`` runs here (geocli.runtime.blocked_conv)."""
     if conv["library"]:
         built = f"blocked op built ({conv['library']})"
+    elif conv["choice"] == "mindspore":
+        built = "blocked op not built (not used under --conv mindspore)"
     elif conv.get("failure"):
         built = f"blocked op cannot be built here: {conv['failure']} (--conv blocked tries again)"
     else:

@@ -107,6 +107,7 @@ ConvOpt = Annotated[
     Optional[str], typer.Option("--conv", help="CPU convolution kernels: blocked (oneDNN's blocked layout; "
                                 "networks up to 1.65x faster here; compiled once on first use, needs g++), "
                                 "mindspore (MindSpore's own) or auto (blocked where it can be built, else "
-                                "mindspore). Default: $GEOLOC_CONV, else auto.", autocompletion=complete_conv, show_default=False)
+                                "mindspore). Default: $GEOLOC_CONV, else auto.", autocompletion=complete_conv,
+                                show_default=False)
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo work whose output already exists.")]

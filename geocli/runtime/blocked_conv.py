@@ -382,5 +382,5 @@ def apply(network, device: str = "cpu", log=None) -> int:
     return swapped
 
 
-__all__ = ["CHOICES", "Unbuildable", "check", "choose", "chosen", "build", "needs_build", "failure_record", "active_library", "status", "covered",
-           "swap_convs", "plain_convs", "apply"]
+__all__ = ["CHOICES", "Unbuildable", "check", "choose", "chosen", "build", "needs_build", "failure_record",
+           "active_library", "status", "covered", "swap_convs", "plain_convs", "apply"]
