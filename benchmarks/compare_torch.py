@@ -28,6 +28,7 @@ A module is found by its file name and must define::
 
     TITLE: str                       # one line, e.g. "PoseNet (GoogLeNet-BN, three regressors)"
     DEFAULTS: dict                   # optional: {"batch": 16, "size": 224} used when not given
+    def input_shape(opts) -> str     # optional: the input the header names, when not size x size
     VARIANTS: tuple of str           # which of "geoloc", "mindspore", "torch", "onnxruntime" it offers
                                      # ("geoloc" is required; it is the numerator of every ratio; the
                                      # "blocked" variant, geoloc with --conv blocked, comes with it)
@@ -224,7 +225,8 @@ def run_model(name: str, args) -> bool:
         for row in rows:
             if row.worker is not None:
                 row.worker.close()
-    _report(module.TITLE, opts, parts, rows, args)
+    shape = getattr(module, "input_shape", lambda o: f"{o.size}x{o.size}")(opts)
+    _report(module.TITLE, shape, opts, parts, rows, args)
     return ok
 
 
@@ -247,9 +249,9 @@ def speed_ratio(num: Row, den: Row, part: str) -> Optional[float]:
     return statistics.median(b) / statistics.median(a)
 
 
-def _report(title: str, opts: Options, parts, rows: List[Row], args) -> None:
+def _report(title: str, shape: str, opts: Options, parts, rows: List[Row], args) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\n{title}: batch {opts.batch}, {opts.size}x{opts.size}, {opts.threads} threads, "
+    print(f"\n{title}: batch {opts.batch}, {shape}, {opts.threads} threads, "
           f"median of {args.rounds} interleaved rounds x {args.repeats} calls "
           f"(load average {load:.1f} on {os.cpu_count()} cores)")
     header = f"  {'':30s}" + "".join(f"{p + ' img/s':>13s}{'geoloc/x':>10s}" for p in parts)

@@ -86,6 +86,11 @@ def test_every_twin_module_follows_the_interface(monkeypatch):
         assert isinstance(module.TITLE, str) and module.TITLE
         assert "geoloc" in module.VARIANTS and set(module.VARIANTS) <= set(compare_torch.ORDER), name
         assert callable(module.build)
+    from twins import Options  # the header names the input each twin really runs
+
+    opts = Options(batch=16, size=256, threads=2, seed=0)
+    assert importlib.import_module("twins.creid").input_shape(opts) == "256x128"
+    assert importlib.import_module("twins.vigor").input_shape(opts) == "256x512 panoramas, 256x256 tiles"
 
 
 def test_every_twin_builds_its_mindspore_variants(monkeypatch):

@@ -32,6 +32,10 @@ def _batches(opts: Options):
     return images, labels
 
 
+def input_shape(opts: Options) -> str:
+    return f"{opts.size}x{opts.size // 2}"
+
+
 def build(variant: str, opts: Options) -> Bench:
     return {"geoloc": _geoloc, "torch": _torch, "onnxruntime": _onnxruntime}[variant](opts)
 

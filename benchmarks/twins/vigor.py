@@ -35,6 +35,10 @@ def _batches(opts: Options):
     return grd, sat, semi, ratio, offset
 
 
+def input_shape(opts: Options) -> str:
+    return f"{opts.size}x{2 * opts.size} panoramas, {opts.size}x{opts.size} tiles"
+
+
 def build(variant: str, opts: Options) -> Bench:
     return {"geoloc": _geoloc, "torch": _torch, "onnxruntime": _onnxruntime}[variant](opts)
 
