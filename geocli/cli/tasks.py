@@ -203,7 +203,7 @@ def choose_conv(conv: Optional[str], device: Optional[str] = None, build: bool =
     con = console(stderr=True)
     con.quiet = State.verbosity < 0  # -q: no spinner, no note
     try:
-        with con.status("compiling the blocked convolutions (once, a few seconds; --conv mindspore skips it)"):
+        with con.status("compiling the blocked convolutions (once, a few seconds)"):
             blocked_conv.build()
     except blocked_conv.Unbuildable as exc:
         if choice == "blocked":
