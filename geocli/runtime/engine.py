@@ -89,8 +89,9 @@ def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or _ms_threads() or os.cpu_count() or 1)
     options.inter_op_num_threads = 1
-    # onnxruntime's pool threads spin between operators by default, on cores the next operator needs:
-    # VIGOR's two graphs ran at 20.7 images/s spinning and 25.4 without here (docs/performance.md)
+    # a session's pool threads spin after each run by default, on a core the next session's run needs:
+    # VIGOR's ground and satellite sessions ran at 20.7 images/s spinning and 25.4 without here
+    # (docs/performance.md, "onnxruntime's spinning pool threads")
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
