@@ -19,7 +19,8 @@ The choice (``--conv``, or ``GEOLOC_CONV`` in the environment, which msrun worke
 
 The op replaces ``nn.Conv2d`` cells in training networks (``geocli.runtime.trainer``) and in MindSpore
 inference (``geocli.runtime.engine.cell_runner``), in place and with the same Parameter objects, so
-checkpoints are unchanged. Export graphs never hold it: ``geocli.export`` puts the ``nn.Conv2d`` cells
+checkpoints are unchanged. The same choice gives 1x1 stride-1 convolutions, which the op leaves alone, a
+faster input gradient (``geocli.runtime.pointwise_conv``, MindSpore's own primitives otherwise). Export graphs never hold it: ``geocli.export`` puts the ``nn.Conv2d`` cells
 back first (ONNX and MINDIR cannot carry a custom op).
 """
 
@@ -40,6 +41,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from geocli.errors import GeolocError, UsageError
+from geocli.runtime import pointwise_conv
 
 CHOICES: Tuple[str, ...] = ("auto", "blocked", "mindspore")
 ENV = "GEOLOC_CONV"
@@ -261,7 +263,8 @@ def covered(conv) -> bool:
     """Whether the op takes ``conv``: a float32 NCHW ``nn.Conv2d`` with one group and zero padding, except
     1x1 stride-1 convolutions and single-channel inputs.
 
-    1x1 stride-1 convolutions are a plain GEMM in either layout, and the op's reorders made them slower
+    1x1 stride-1 convolutions (:mod:`geocli.runtime.pointwise_conv` takes those) are a plain GEMM in either
+    layout, and the op's reorders made them slower
     (benchmarks/blocked_conv.py: 0.96x / 0.99x inference, 0.94x / 0.85x with gradients, at ResNet50's
     shapes), while a strided 1x1 convolution gained 2.1x / 1.8x. A one-channel input fills one of the
     blocked layout's eight channel lanes: SDNet's 1->32 and 1->1 3x3 layers (batch 64, 64 px) took 21.0 and
@@ -357,14 +360,21 @@ def swap_convs(network, so: Path) -> int:
     return _replace(network, lambda c: cell_class(c) if covered(c) else None)
 
 
+def swap_pointwise(network) -> int:
+    """Replace every 1x1 stride-1 ``nn.Conv2d`` of ``network`` by :mod:`geocli.runtime.pointwise_conv`'s cell
+    (same Parameter objects and names); returns how many were replaced."""
+    return _replace(network, pointwise_conv.replacement)
+
+
 def plain_convs(network) -> int:
-    """Undo :func:`swap_convs` (before an export); returns how many cells were put back."""
+    """Undo :func:`swap_convs` and :func:`apply` (before an export); returns how many cells were put back."""
     return _replace(network, lambda c: c.__dict__.get("plain"))
 
 
 def apply(network, device: str = "cpu", log=None) -> int:
-    """Swap ``network``'s convolutions for the op when the current choice says so (see the module's
-    docstring); returns how many were swapped. The op's thread pool follows ``--threads``."""
+    """Swap ``network``'s convolutions for the op, and its 1x1 stride-1 ones for
+    :mod:`geocli.runtime.pointwise_conv`'s, when the current choice says so (see the module's docstring);
+    returns how many were swapped. The op's thread pool follows ``--threads``."""
     so = active_library(device)
     if so is None:
         if log is not None and device.lower() == "cpu" and chosen() == "auto":
@@ -377,10 +387,13 @@ def apply(network, device: str = "cpu", log=None) -> int:
 
     os.environ.setdefault(THREADS_ENV, str(configured_threads() or os.cpu_count() or 1))
     swapped = swap_convs(network, so)
-    if log is not None and swapped:
-        log.info(f"{swapped} convolutions on oneDNN's blocked layout (--conv {chosen()}; --conv mindspore to turn off)")
-    return swapped
+    gemm = swap_pointwise(network)
+    if log is not None and swapped + gemm:
+        log.info(f"{swapped} convolutions on oneDNN's blocked layout, {gemm} 1x1 convolutions with one-GEMM input "
+                 f"gradients (--conv {chosen()}; --conv mindspore to turn off)")
+    return swapped + gemm
 
 
 __all__ = ["CHOICES", "Unbuildable", "check", "choose", "chosen", "build", "needs_build", "failure_record",
-           "active_library", "status", "covered", "swap_convs", "plain_convs", "apply"]
+           "active_library", "status", "covered", "swap_convs", "swap_pointwise", "plain_convs",
+           "apply"]
