@@ -13,6 +13,7 @@ import pytest
 
 from geocli.errors import UsageError
 from geocli.runtime import blocked_conv
+from grad_check import input_and_weight_gradients
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None,
                                 reason="g++ not installed: the blocked convolutions are compiled here")
@@ -80,15 +81,7 @@ def test_outputs_and_gradients_equal_mindspores(graph_mode, kernels, geometry):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
     r = ms.Tensor(rng.standard_normal(want.shape).astype(np.float32))
-
-    def gradients(net):
-        def projected(inp):
-            return (net(inp) * r).sum()
-
-        dx, dw = ms.jit(ms.grad(projected, grad_position=0, weights=net.trainable_params()))(x)
-        return [dx.asnumpy()] + [g.asnumpy() for g in dw]
-
-    for a, b in zip(gradients(plain), gradients(swapped)):
+    for a, b in zip(input_and_weight_gradients(plain, x, r), input_and_weight_gradients(swapped, x, r)):
         np.testing.assert_allclose(b, a, atol=1e-5 * np.abs(a).max())
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from geocli.runtime import blocked_conv, pointwise_conv
+from grad_check import input_and_weight_gradients
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +52,7 @@ def test_outputs_and_gradients_equal_mindspores(graph_mode, cin, hw, bias):
     want, got = plain(x).asnumpy(), swapped(x).asnumpy()
     np.testing.assert_array_equal(got, want)  # the forward pass is MindSpore's own primitive
     r = ms.Tensor(rng.standard_normal(want.shape).astype(np.float32))
-
-    def gradients(net):
-        def projected(inp):
-            return (net(inp) * r).sum()
-
-        dx, dw = ms.jit(ms.grad(projected, grad_position=0, weights=net.trainable_params()))(x)
-        return [dx.asnumpy()] + [g.asnumpy() for g in dw]
-
-    got_grads, want_grads = gradients(swapped), gradients(plain)
+    got_grads, want_grads = input_and_weight_gradients(swapped, x, r), input_and_weight_gradients(plain, x, r)
     assert len(got_grads) == 2 + bias
     for a, b in zip(want_grads, got_grads):
         assert np.abs(a).max() > 0
