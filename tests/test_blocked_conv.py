@@ -169,6 +169,56 @@ def test_no_compiler_a_failed_compile_and_a_bad_choice_are_clear_errors(monkeypa
     assert "Traceback" not in r.output
 
 
+def test_inference_copies_take_their_relus_and_one_channel_layers(graph_mode, kernels, monkeypatch):
+    """A network that only runs forward (engine's BatchNorm-folded copies) also gets its one-channel layer
+    and the ReLUs after its convolutions (folded BatchNorms, Identity cells, between them) on the op, with
+    MindSpore's outputs; export's plain_convs puts every Conv2d and ReLU back."""
+    import mindspore as ms
+    from mindspore import nn
+
+    def build():
+        ms.set_seed(0)
+        return nn.SequentialCell([nn.Conv2d(1, 8, 3, pad_mode="pad", padding=1, has_bias=True), nn.Identity(), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, stride=2, pad_mode="same", has_bias=True), nn.ReLU(),
+                                  nn.Conv2d(8, 4, 3, pad_mode="same"), nn.Sigmoid()])
+
+    plain, training, fused = build(), build(), build()
+    monkeypatch.setenv("GEOLOC_CONV", "blocked")
+    assert blocked_conv.apply(training) == 2  # the one-channel layer stays on MindSpore's kernel to train
+    assert blocked_conv.apply(fused, inference=True) == 3
+    assert [type(c).__name__ for c in fused] == ["BlockedConv", "Identity", "Identity", "BlockedConv", "Identity",
+                                                 "BlockedConv", "Sigmoid"]
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((3, 1, 17, 15)).astype(np.float32))
+    want = plain(x).asnumpy()
+    np.testing.assert_allclose(fused(x).asnumpy(), want, atol=1e-6)
+    np.testing.assert_allclose(training(x).asnumpy(), want, atol=1e-6)
+    assert blocked_conv.plain_convs(fused) == 5
+    assert [type(c).__name__ for c in fused] == [type(c).__name__ for c in plain]
+    np.testing.assert_allclose(fused(x).asnumpy(), want, atol=1e-6)
+
+
+def test_sdnet_inference_copy_runs_on_the_op_and_the_callers_network_does_not_change(graph_mode, monkeypatch):
+    from bn_stats import with_statistics
+    from geocli import config, registry
+    from geocli.runtime import engine
+
+    cfg, backend = config.load_preset("sdnet"), registry.load_backend("sdnet")
+    network = with_statistics(backend.build_network(cfg))
+    patches = np.random.default_rng(3).uniform(-1, 1, (4, 1, 64, 64)).astype(np.float32)
+    monkeypatch.setenv("GEOLOC_CONV", "mindspore")
+    (want,) = engine.runner("mindspore", backend, cfg, network, graph="optical")(patches)
+    kinds = [type(c).__name__ for _, c in network.cells_and_names()]
+    swaps = []
+    real_apply = blocked_conv.apply
+    monkeypatch.setattr(blocked_conv, "apply", lambda *a, **k: swaps.append(real_apply(*a, **k)) or swaps[-1])
+    monkeypatch.setenv("GEOLOC_CONV", "blocked")
+    (got,) = engine.runner("mindspore", backend, cfg, network, graph="optical")(patches)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # every 3x3 and 8x8 layer of the copy, the one-channel ones too (two stems, the decoder's 1->1)
+    assert swaps == [sum(1 for _, c in network.cells_and_names() if type(c).__name__ == "Conv2d")]
+    assert [type(c).__name__ for _, c in network.cells_and_names()] == kinds
+
+
 def test_export_puts_mindspores_convolutions_back(graph_mode, tmp_path):
     pytest.importorskip("onnxruntime")
     from geocli.export import export_network

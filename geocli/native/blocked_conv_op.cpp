@@ -5,9 +5,10 @@
 // which oneDNN picks im2col + GEMM (docs/performance.md). geocli/runtime/blocked_conv.py builds this file
 // and swaps it in for nn.Conv2d.
 //
-// Inputs: x (N,C,H,W), w (O,C,KH,KW), b (O), g (9 int64: same, stride h/w, dilation h/w, pad top/bottom/
-// left/right; same=1 computes the pads from the input size like MindSpore's pad_mode 'same', SAME_UPPER);
-// output y (N,O,OH,OW). ConvBwdData (x for its shape, dy, w, g -> dx) and ConvBwdWeights (x, dy, w, g ->
+// Inputs: x (N,C,H,W), w (O,C,KH,KW), b (O), g (10 int64: same, stride h/w, dilation h/w, pad top/bottom/
+// left/right, relu; same=1 computes the pads from the input size like MindSpore's pad_mode 'same',
+// SAME_UPPER; relu=1 applies a ReLU to the output inside the convolution, a oneDNN post-op, for inference
+// copies only: no gradient is defined for it); output y (N,O,OH,OW). ConvBwdData (x for its shape, dy, w, g -> dx) and ConvBwdWeights (x, dy, w, g ->
 // dw, db) are its gradients. Each entry point checks the output shapes MindSpore allocated against its own.
 //
 // MindSpore's oneDNN is built with the threadpool runtime: without a threadpool oneDNN runs on one
@@ -95,11 +96,13 @@ constexpr auto f32 = memory::data_type::f32;
 
 /// The convolution's shapes from x (N,C,H,W), w (O,C,KH,KW) and the geometry g (see the file's head).
 struct Geometry {
+  static constexpr int64_t kValues = 10;  // the length of g
   memory::dims src, wei, bias, dst, strides, dilates, pad_l, pad_r;
+  bool relu;
   std::vector<int64_t> key;
   Geometry(const int64_t *xs, const int64_t *ws, const int64_t *g)
       : src{xs[0], xs[1], xs[2], xs[3]}, wei{ws[0], ws[1], ws[2], ws[3]}, bias{ws[0]}, dst{xs[0], ws[0], 0, 0},
-        strides{g[1], g[2]}, dilates{g[3] - 1, g[4] - 1}, pad_l{0, 0}, pad_r{0, 0} {
+        strides{g[1], g[2]}, dilates{g[3] - 1, g[4] - 1}, pad_l{0, 0}, pad_r{0, 0}, relu(g[9] != 0) {
     for (int i = 0; i < 2; ++i) {
       int64_t in = xs[2 + i], stride = g[1 + i], extent = (ws[2 + i] - 1) * g[3 + i] + 1;
       if (g[0]) {
@@ -113,7 +116,7 @@ struct Geometry {
       dst[2 + i] = (in + pad_l[i] + pad_r[i] - extent) / stride + 1;
     }
     key = {xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], g[1], g[2], g[3], g[4],
-           pad_l[0], pad_l[1], pad_r[0], pad_r[1]};
+           pad_l[0], pad_l[1], pad_r[0], pad_r[1], relu};
   }
   memory::desc any(const memory::dims &d) const { return memory::desc(d, f32, tag::any); }
   bool is(const memory::dims &d, const int64_t *shape, int n) const {
@@ -136,12 +139,19 @@ struct State {
 };
 State &state() { static State s; return s; }
 
-/// The forward primitive's descriptor (also the hint both gradients are built from).
-convolution_forward::primitive_desc forward_pd(State &st, const Geometry &g) {
+/// The forward primitive's descriptor, with the ReLU post-op when ``g.relu`` (also, without it, the hint
+/// both gradients are built from). forward_training even for inference: oneDNN then picks its direct AVX2
+/// kernel, which ran SDNet's layers as fast as or faster than forward_inference's brgemm kernel here
+/// (docs/performance.md, "One-channel inputs and ReLUs in inference copies").
+convolution_forward::primitive_desc forward_pd(State &st, const Geometry &g, bool with_relu) {
+  post_ops ops;
+  if (with_relu) ops.append_eltwise(algorithm::eltwise_relu, 0.f, 0.f);
+  primitive_attr attr;
+  attr.set_post_ops(ops);
   return convolution_forward::primitive_desc(st.eng, prop_kind::forward_training, algorithm::convolution_direct,
                                              g.any(g.src), g.any(g.wei),
                                              memory::desc(g.bias, f32, tag::x), g.any(g.dst), g.strides, g.dilates,
-                                             g.pad_l, g.pad_r);
+                                             g.pad_l, g.pad_r, attr);
 }
 
 /// The buffer ``e.prim`` uses for argument ``id`` given as ``plain``: its own blocked buffer when the
@@ -195,12 +205,13 @@ int run_cached(int kind, const Geometry &g, Make make, const std::map<int, memor
 /// y = conv(x, w) + b.   x (N,C,H,W), w (O,C,KH,KW), b (O), g -> y (N,O,OH,OW)
 extern "C" int ConvFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                        void *stream, void *extra) {
-  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
+  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64" ||
+      ndims[3] != 1 || shapes[3][0] != Geometry::kValues) return 1;
   State &st = state();
   Geometry g(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
-    auto pd = forward_pd(st, g);
+    auto pd = forward_pd(st, g, g.relu);
     return Entry{convolution_forward(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
                                            {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
                                            {DNNL_ARG_DST, memory(pd.dst_desc(), st.eng)}}};
@@ -216,14 +227,15 @@ extern "C" int ConvFwd(int nparam, void **params, int *ndims, int64_t **shapes, 
 ///   x (N,C,H,W), dy (N,O,OH,OW), w (O,C,KH,KW), g -> dx (N,C,H,W)
 extern "C" int ConvBwdData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                            void *stream, void *extra) {
-  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
+  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64" ||
+      ndims[3] != 1 || shapes[3][0] != Geometry::kValues) return 1;
   State &st = state();
   Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.src, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
     auto pd = convolution_backward_data::primitive_desc(st.eng, algorithm::convolution_direct, g.any(g.src),
                                                         g.any(g.wei), g.any(g.dst), g.strides, g.dilates, g.pad_l,
-                                                        g.pad_r, forward_pd(st, g));
+                                                        g.pad_r, forward_pd(st, g, false));
     return Entry{convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
                                                  {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), st.eng)},
                                                  {DNNL_ARG_DIFF_SRC, memory(pd.diff_src_desc(), st.eng)}}};
@@ -237,14 +249,15 @@ extern "C" int ConvBwdData(int nparam, void **params, int *ndims, int64_t **shap
 /// dw and db from x and dy (w for its shape).   x, dy, w, g -> dw (O,C,KH,KW), db (O)
 extern "C" int ConvBwdWeights(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                               void *stream, void *extra) {
-  if (nparam != 6 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64") return 1;
+  if (nparam != 6 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64" ||
+      ndims[3] != 1 || shapes[3][0] != Geometry::kValues) return 1;
   State &st = state();
   Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.wei, shapes[4], ndims[4])) return 2;
   auto make = [&g](State &st) {
     auto pd = convolution_backward_weights::primitive_desc(
         st.eng, algorithm::convolution_direct, g.any(g.src), g.any(g.wei), memory::desc(g.bias, f32, tag::x),
-        g.any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, forward_pd(st, g));
+        g.any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, forward_pd(st, g, false));
     return Entry{convolution_backward_weights(pd), {{DNNL_ARG_SRC, memory(pd.src_desc(), st.eng)},
                                                     {DNNL_ARG_DIFF_DST, memory(pd.diff_dst_desc(), st.eng)},
                                                     {DNNL_ARG_DIFF_WEIGHTS, memory(pd.diff_weights_desc(), st.eng)}}};

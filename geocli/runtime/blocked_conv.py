@@ -259,9 +259,9 @@ def _pair(value) -> Tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def covered(conv) -> bool:
+def covered(conv, inference: bool = False) -> bool:
     """Whether the op takes ``conv``: a float32 NCHW ``nn.Conv2d`` with one group and zero padding, except
-    1x1 stride-1 convolutions and single-channel inputs.
+    1x1 stride-1 convolutions and, unless for ``inference`` only, single-channel inputs.
 
     1x1 stride-1 convolutions (:mod:`geocli.runtime.pointwise_conv` takes those) are a plain GEMM in either
     layout, and the op's reorders made them slower
@@ -269,23 +269,25 @@ def covered(conv) -> bool:
     shapes), while a strided 1x1 convolution gained 2.1x / 1.8x. A one-channel input fills one of the
     blocked layout's eight channel lanes: SDNet's 1->32 and 1->1 3x3 layers (batch 64, 64 px) took 21.0 and
     7.3 ms a training step on the op against 8.2 and 5.2 on MindSpore's kernel (docs/performance.md), while
-    from two channels up the op broke even or won (4->16: 20.5 against 33.1 ms)."""
+    from two channels up the op broke even or won (4->16: 20.5 against 33.1 ms). Forward only, with its
+    bias and the ReLU after it inside the op, the one-channel layer is faster on the op (:func:`_fuse_relus`)."""
     import mindspore as ms
     from mindspore import nn
 
     if type(conv) is not nn.Conv2d or conv.weight.dtype != ms.float32:
         return False
     pointwise = tuple(conv.kernel_size) == (1, 1) and _pair(conv.stride) == (1, 1)
-    return (not pointwise and conv.in_channels > 1 and conv.group == 1 and conv.data_format == "NCHW"
-            and conv.pad_mode in ("same", "valid", "pad") and getattr(conv, "padding_mode", "zeros") == "zeros")
+    return (not pointwise and (conv.in_channels > 1 or inference) and conv.group == 1
+            and conv.data_format == "NCHW" and conv.pad_mode in ("same", "valid", "pad") and getattr(conv, "padding_mode", "zeros") == "zeros")
 
 
-def geometry(conv) -> np.ndarray:
-    """The op's 9 int64 geometry values: same, stride h/w, dilation h/w, pad top/bottom/left/right."""
+def geometry(conv, relu: bool = False) -> np.ndarray:
+    """The op's 10 int64 geometry values: same, stride h/w, dilation h/w, pad top/bottom/left/right, and
+    whether the op applies a ReLU to its output (inference copies only: no gradient is defined for it)."""
     pads = (0, 0, 0, 0)
     if conv.pad_mode == "pad":
         pads = (conv.padding,) * 4 if isinstance(conv.padding, int) else tuple(conv.padding)
-    return np.array([conv.pad_mode == "same", *_pair(conv.stride), *_pair(conv.dilation), *pads], np.int64)
+    return np.array([conv.pad_mode == "same", *_pair(conv.stride), *_pair(conv.dilation), *pads, relu], np.int64)
 
 
 def output_hw(shape, kernel, g: np.ndarray) -> Tuple[int, int]:
@@ -317,18 +319,19 @@ def _cell_class(so: str):
         return backward_data(x, dout, w, g), dw, db, ops.zeros_like(g)
 
     class BlockedConv(nn.Cell):
-        """``conv``'s convolution on oneDNN's blocked layout, with ``conv``'s own Parameters."""
+        """``conv``'s convolution on oneDNN's blocked layout, with ``conv``'s own Parameters; with
+        ``relu``, followed by a ReLU inside the op (inference only: the cell then has no gradient)."""
 
-        def __init__(self, conv: nn.Conv2d):
+        def __init__(self, conv: nn.Conv2d, relu: bool = False):
             super().__init__()
             object.__setattr__(self, "plain", conv)  # kept for plain_convs(), outside the cell tree
             self.weight = conv.weight
             self.bias = conv.bias if conv.bias is not None else ms.Tensor(np.zeros(conv.out_channels, np.float32))
-            g = geometry(conv)
+            g = geometry(conv, relu)
             self.geometry = ms.Tensor(g)
             out, kernel = conv.out_channels, conv.kernel_size
             self.op = ops.Custom(f"{so}:ConvFwd", out_shape=lambda x, w, b, _: (x[0], out, *output_hw(x, kernel, g)),
-                                 out_dtype=lambda x, w, b, _: x, func_type="aot", bprop=bprop)
+                                 out_dtype=lambda x, w, b, _: x, func_type="aot", bprop=None if relu else bprop)
 
         def construct(self, x):
             return self.op(x, self.weight, self.bias, self.geometry)
@@ -353,11 +356,45 @@ def _replace(network, make) -> int:
     return replaced
 
 
-def swap_convs(network, so: Path) -> int:
+def swap_convs(network, so: Path, inference: bool = False) -> int:
     """Replace every ``nn.Conv2d`` of ``network`` that :func:`covered` accepts by the op (same Parameter
-    objects, same parameter names); returns how many were replaced."""
+    objects, same parameter names); returns how many were replaced. With ``inference`` (a network that
+    only ever runs forward), also the one-channel layers, and a ReLU after a convolution goes into the op
+    (:func:`_fuse_relus`)."""
     cell_class = _cell_class(str(so))
-    return _replace(network, lambda c: cell_class(c) if covered(c) else None)
+    fused = _fuse_relus(network, cell_class) if inference else 0
+    return fused + _replace(network, lambda c: cell_class(c) if covered(c, inference) else None)
+
+
+def _fuse_relus(network, cell_class) -> int:
+    """In each ``SequentialCell`` of ``network``, a convolution the op takes that is followed by an
+    ``nn.ReLU`` (with only ``nn.Identity`` cells between: BatchNorms folded away) becomes the op with the
+    ReLU inside, and the ReLU's place an identity that :func:`plain_convs` turns back into the ReLU.
+
+    Why: the ReLU is then applied while the convolution's output is in cache instead of in a pass of its
+    own over the whole activation. It pays where that activation is large: SDNet's one-channel 1->32
+    layer (batch 64 at 64 px) took 5.5 ms on the op with its ReLU against 14.3 ms as MindSpore's Conv2D,
+    BiasAdd and ReLU (docs/performance.md)."""
+    from mindspore import nn
+
+    fused = 0
+    for _, seq in list(network.cells_and_names()):
+        if not isinstance(seq, nn.SequentialCell):
+            continue
+        items = list(seq._cells.items())
+        for i, (key, conv) in enumerate(items):
+            j = i + 1
+            while j < len(items) and type(items[j][1]) is nn.Identity:
+                j += 1
+            if covered(conv, inference=True) and j < len(items) and type(items[j][1]) is nn.ReLU:
+                relu_key, relu = items[j]
+                inside = nn.Identity()
+                object.__setattr__(inside, "plain", relu)  # what plain_convs() puts back
+                seq._cells[key], seq._cells[relu_key] = cell_class(conv, relu=True), inside
+                items[j] = (relu_key, inside)
+                fused += 1
+        seq.cell_list = list(seq._cells.values())  # what its construct runs
+    return fused
 
 
 def swap_pointwise(network) -> int:
@@ -371,10 +408,11 @@ def plain_convs(network) -> int:
     return _replace(network, lambda c: c.__dict__.get("plain"))
 
 
-def apply(network, device: str = "cpu", log=None) -> int:
+def apply(network, device: str = "cpu", log=None, inference: bool = False) -> int:
     """Swap ``network``'s convolutions for the op, and its 1x1 stride-1 ones for
     :mod:`geocli.runtime.pointwise_conv`'s, when the current choice says so (see the module's docstring);
-    returns how many were swapped. The op's thread pool follows ``--threads``."""
+    returns how many were swapped. The op's thread pool follows ``--threads``. ``inference`` is for
+    networks that never train (BatchNorm-folded inference copies): see :func:`swap_convs`."""
     so = active_library(device)
     if so is None:
         if log is not None and device.lower() == "cpu" and chosen() == "auto":
@@ -386,7 +424,7 @@ def apply(network, device: str = "cpu", log=None) -> int:
     from geocli.runtime.context import configured_threads
 
     os.environ.setdefault(THREADS_ENV, str(configured_threads() or os.cpu_count() or 1))
-    swapped = swap_convs(network, so)
+    swapped = swap_convs(network, so, inference)
     gemm = swap_pointwise(network)
     if log is not None and swapped + gemm:
         log.info(f"{swapped} convolutions on oneDNN's blocked layout, {gemm} 1x1 convolutions with one-GEMM input "

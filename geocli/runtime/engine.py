@@ -79,7 +79,8 @@ def runner(engine: str, backend, cfg: Dict[str, Any], network, *, graph: str = "
 
     name = check(engine)
     if name == DEFAULT:
-        return cell_runner(_graph(backend, cfg, inference_network(backend, cfg, network), graph).cell)
+        copy = inference_network(backend, cfg, network)
+        return cell_runner(_graph(backend, cfg, copy, graph).cell, inference_copy=copy is not network)
     try:
         import onnxruntime as ort
     except ImportError:
@@ -126,17 +127,19 @@ def inference_network(backend, cfg: Dict[str, Any], network):
     return folded_copy(lambda: backend.build_network(cfg), network)
 
 
-def cell_runner(cell) -> Callable[..., List[np.ndarray]]:
+def cell_runner(cell, inference_copy: bool = False) -> Callable[..., List[np.ndarray]]:
     """``run(*arrays) -> list of NumPy outputs`` of a MindSpore cell, in eval mode.
 
     The cell's convolutions run on oneDNN's blocked layout when ``--conv`` says so
-    (:func:`geocli.runtime.blocked_conv.apply`, in place, the same Parameters)."""
+    (:func:`geocli.runtime.blocked_conv.apply`, in place, the same Parameters). ``inference_copy``: the
+    cell is a copy made for this inference alone (:func:`inference_network`) and will never train, so
+    the op may take its ReLUs and one-channel layers too, which leaves it without gradients."""
     import mindspore as ms
 
     from geocli.runtime import blocked_conv
 
     cell.set_train(False)
-    blocked_conv.apply(cell, ms.get_context("device_target"))
+    blocked_conv.apply(cell, ms.get_context("device_target"), inference=inference_copy)
 
     def run(*arrays: np.ndarray) -> List[np.ndarray]:
         outputs = cell(*[ms.Tensor(a) for a in arrays])
