@@ -63,6 +63,9 @@ GEOMETRIES = [  # what the five backends' convolutions use, and the odd cases of
     dict(kernel=2, stride=2, pad_mode="same", has_bias=True),
     dict(kernel=(3, 5), stride=(2, 1), pad_mode="same", dilation=2),
     dict(kernel=4, stride=2, pad_mode="pad", padding=(1, 2, 0, 1), has_bias=True),
+    # channels in multiples of 8 and a stride: the data gradient on the blocked layout (blocked_data_gradient)
+    dict(channels=(8, 16), kernel=3, stride=2, pad_mode="pad", padding=1),
+    dict(channels=(16, 8), kernel=1, stride=2, pad_mode="valid", has_bias=True),
 ]
 
 
@@ -70,13 +73,15 @@ GEOMETRIES = [  # what the five backends' convolutions use, and the odd cases of
 def test_outputs_and_gradients_equal_mindspores(graph_mode, kernels, geometry):
     import mindspore as ms
 
-    plain, swapped = _pair(graph_mode, 5, 6, **geometry)
+    geometry = dict(geometry)
+    cin, cout = geometry.pop("channels", (5, 6))
+    plain, swapped = _pair(graph_mode, cin, cout, **geometry)
     names = [p.name for p in swapped.get_parameters()]
     assert blocked_conv.swap_convs(swapped, blocked_conv.build()) == 1
     assert type(swapped[0]).__name__ == "BlockedConv"
     assert [p.name for p in swapped.get_parameters()] == names  # checkpoints keep their keys
     rng = np.random.default_rng(0)
-    x = ms.Tensor(rng.standard_normal((2, 5, 11, 13)).astype(np.float32))
+    x = ms.Tensor(rng.standard_normal((2, cin, 11, 13)).astype(np.float32))
     want, got = plain(x).asnumpy(), swapped(x).asnumpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
