@@ -183,8 +183,8 @@ def test_inference_copies_take_their_relus_and_one_channel_layers(graph_mode, ke
 
     def build():
         ms.set_seed(0)
-        return nn.SequentialCell([nn.Conv2d(1, 8, 3, pad_mode="pad", padding=1, has_bias=True), nn.Identity(), nn.ReLU(),
-                                  nn.Conv2d(8, 8, 3, stride=2, pad_mode="same", has_bias=True), nn.ReLU(),
+        return nn.SequentialCell([nn.Conv2d(1, 8, 3, pad_mode="pad", padding=1, has_bias=True), nn.Identity(),
+                                  nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, pad_mode="same", has_bias=True), nn.ReLU(),
                                   nn.Conv2d(8, 4, 3, pad_mode="same"), nn.Sigmoid()])
 
     plain, training, fused = build(), build(), build()

@@ -8,8 +8,9 @@
 // Inputs: x (N,C,H,W), w (O,C,KH,KW), b (O), g (10 int64: same, stride h/w, dilation h/w, pad top/bottom/
 // left/right, relu; same=1 computes the pads from the input size like MindSpore's pad_mode 'same',
 // SAME_UPPER; relu=1 applies a ReLU to the output inside the convolution, a oneDNN post-op, for inference
-// copies only: no gradient is defined for it); output y (N,O,OH,OW). ConvBwdData (x for its shape, dy, w, g -> dx) and ConvBwdWeights (x, dy, w, g ->
-// dw, db) are its gradients. Each entry point checks the output shapes MindSpore allocated against its own.
+// copies only: no gradient is defined for it); output y (N,O,OH,OW). ConvBwdData (x for its shape, dy, w,
+// g -> dx) and ConvBwdWeights (x, dy, w, g -> dw, db) are its gradients. Each entry point checks the
+// output shapes MindSpore allocated against its own.
 //
 // MindSpore's oneDNN is built with the threadpool runtime: without a threadpool oneDNN runs on one
 // thread, so this file brings a small persistent pool of its own (GEOLOC_CONV_THREADS, default 2).
@@ -165,6 +166,13 @@ bool blocked_data_gradient(const Geometry &g) {
   return strided && g.src[1] % 8 == 0 && g.dst[1] % 8 == 0 && g.src[1] < 512;
 }
 
+/// Whether an entry point got ``count`` parameters (inputs and outputs), float32 data and the int64
+/// geometry of Geometry::kValues values as its fourth input.
+bool expected_inputs(int nparam, int count, const int *ndims, int64_t *const *shapes, const char *const *dtypes) {
+  return nparam == count && std::string(dtypes[0]) == "float32" && std::string(dtypes[3]) == "int64" &&
+         ndims[3] == 1 && shapes[3][0] == Geometry::kValues;
+}
+
 /// The buffer ``e.prim`` uses for argument ``id`` given as ``plain``: its own blocked buffer when the
 /// layouts differ, else ``plain`` itself.
 const memory &own(const Entry &e, int id, const memory &plain) {
@@ -216,8 +224,7 @@ int run_cached(int kind, const Geometry &g, Make make, const std::map<int, memor
 /// y = conv(x, w) + b.   x (N,C,H,W), w (O,C,KH,KW), b (O), g -> y (N,O,OH,OW)
 extern "C" int ConvFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                        void *stream, void *extra) {
-  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64" ||
-      ndims[3] != 1 || shapes[3][0] != Geometry::kValues) return 1;
+  if (!expected_inputs(nparam, 5, ndims, shapes, dtypes)) return 1;
   State &st = state();
   Geometry g(shapes[0], shapes[1], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[4], ndims[4])) return 2;
@@ -238,8 +245,7 @@ extern "C" int ConvFwd(int nparam, void **params, int *ndims, int64_t **shapes, 
 ///   x (N,C,H,W), dy (N,O,OH,OW), w (O,C,KH,KW), g -> dx (N,C,H,W)
 extern "C" int ConvBwdData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                            void *stream, void *extra) {
-  if (nparam != 5 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64" ||
-      ndims[3] != 1 || shapes[3][0] != Geometry::kValues) return 1;
+  if (!expected_inputs(nparam, 5, ndims, shapes, dtypes)) return 1;
   State &st = state();
   Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.src, shapes[4], ndims[4])) return 2;
@@ -262,8 +268,7 @@ extern "C" int ConvBwdData(int nparam, void **params, int *ndims, int64_t **shap
 /// dw and db from x and dy (w for its shape).   x, dy, w, g -> dw (O,C,KH,KW), db (O)
 extern "C" int ConvBwdWeights(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                               void *stream, void *extra) {
-  if (nparam != 6 || std::string(dtypes[0]) != "float32" || std::string(dtypes[3]) != "int64" ||
-      ndims[3] != 1 || shapes[3][0] != Geometry::kValues) return 1;
+  if (!expected_inputs(nparam, 6, ndims, shapes, dtypes)) return 1;
   State &st = state();
   Geometry g(shapes[0], shapes[2], static_cast<const int64_t *>(params[3]));
   if (!g.is(g.dst, shapes[1], ndims[1]) || !g.is(g.wei, shapes[4], ndims[4])) return 2;

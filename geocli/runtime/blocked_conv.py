@@ -20,8 +20,10 @@ The choice (``--conv``, or ``GEOLOC_CONV`` in the environment, which msrun worke
 The op replaces ``nn.Conv2d`` cells in training networks (``geocli.runtime.trainer``) and in MindSpore
 inference (``geocli.runtime.engine.cell_runner``), in place and with the same Parameter objects, so
 checkpoints are unchanged. The same choice gives 1x1 stride-1 convolutions, which the op leaves alone, a
-faster input gradient (``geocli.runtime.pointwise_conv``, MindSpore's own primitives otherwise). Export graphs never hold it: ``geocli.export`` puts the ``nn.Conv2d`` cells
-back first (ONNX and MINDIR cannot carry a custom op).
+faster input gradient (``geocli.runtime.pointwise_conv``, MindSpore's own primitives otherwise). Inference
+copies (``cell_runner(..., inference_copy=True)``) also put their one-channel layers on the op and the ReLU
+after a convolution inside it (:func:`swap_convs`). Export graphs never hold the op: ``geocli.export`` puts
+the ``nn.Conv2d`` (and ``nn.ReLU``) cells back first (ONNX and MINDIR cannot carry a custom op).
 """
 
 from __future__ import annotations
@@ -278,7 +280,8 @@ def covered(conv, inference: bool = False) -> bool:
         return False
     pointwise = tuple(conv.kernel_size) == (1, 1) and _pair(conv.stride) == (1, 1)
     return (not pointwise and (conv.in_channels > 1 or inference) and conv.group == 1
-            and conv.data_format == "NCHW" and conv.pad_mode in ("same", "valid", "pad") and getattr(conv, "padding_mode", "zeros") == "zeros")
+            and conv.data_format == "NCHW" and conv.pad_mode in ("same", "valid", "pad")
+            and getattr(conv, "padding_mode", "zeros") == "zeros")
 
 
 def geometry(conv, relu: bool = False) -> np.ndarray:
