@@ -380,24 +380,20 @@ def _fuse_relus(network, cell_class) -> int:
     BiasAdd and ReLU (docs/performance.md)."""
     from mindspore import nn
 
-    fused = 0
-    for _, seq in list(network.cells_and_names()):
+    replacements = {}  # id of a cell -> what takes its place
+    for _, seq in network.cells_and_names():
         if not isinstance(seq, nn.SequentialCell):
             continue
-        items = list(seq._cells.items())
-        for i, (key, conv) in enumerate(items):
+        cells = list(seq._cells.values())
+        for i, conv in enumerate(cells):
             j = i + 1
-            while j < len(items) and type(items[j][1]) is nn.Identity:
+            while j < len(cells) and type(cells[j]) is nn.Identity:
                 j += 1
-            if covered(conv, inference=True) and j < len(items) and type(items[j][1]) is nn.ReLU:
-                relu_key, relu = items[j]
+            if covered(conv, inference=True) and j < len(cells) and type(cells[j]) is nn.ReLU:
                 inside = nn.Identity()
-                object.__setattr__(inside, "plain", relu)  # what plain_convs() puts back
-                seq._cells[key], seq._cells[relu_key] = cell_class(conv, relu=True), inside
-                items[j] = (relu_key, inside)
-                fused += 1
-        seq.cell_list = list(seq._cells.values())  # what its construct runs
-    return fused
+                object.__setattr__(inside, "plain", cells[j])  # what plain_convs() puts back
+                replacements[id(conv)], replacements[id(cells[j])] = cell_class(conv, relu=True), inside
+    return _replace(network, lambda c: replacements.get(id(c))) // 2
 
 
 def swap_pointwise(network) -> int:
